@@ -1,0 +1,124 @@
+//! The appliance's boot pipeline as PID 1: early mounts → command line → logging → drivers
+//! (coldplug) → network → status endpoint → job → `ferry.after`. PID 1 never exits: on a fatal
+//! error it reports it on the console and in /status and stays reachable.
+
+use crate::cmdline::{self, After, Config};
+use crate::status::{Shared, State};
+use crate::{coldplug, kmod, mounts, net, reaper, status};
+use std::time::{Duration, Instant};
+
+pub fn run() -> ! {
+    let mut early = mounts::early();
+    let line = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let (cfg, problems) = cmdline::parse(&line);
+    crate::logger::init(cfg.debug, true);
+    log::info!(
+        "ferry-init {} starting; cmdline: {}",
+        env!("CARGO_PKG_VERSION"),
+        line.trim()
+    );
+    early.extend(problems);
+    let shared: Shared = Default::default();
+    {
+        let mut s = shared.lock().unwrap();
+        s.config = Some(cfg.clone());
+        s.phase = "boot".into();
+    }
+    for p in early {
+        State::problem(&shared, p);
+    }
+    reaper::start();
+    let s2 = shared.clone();
+    let result = std::panic::catch_unwind(move || boot(&cfg, &s2));
+    let after = match result {
+        Ok(Ok(after)) => after,
+        Ok(Err(e)) => {
+            log::error!("fatal: {e:#}");
+            State::problem(&shared, format!("fatal: {e:#}"));
+            State::set_phase(&shared, "failed");
+            After::Wait
+        }
+        Err(_) => {
+            State::problem(
+                &shared,
+                "fatal: the appliance pipeline panicked (see console)".into(),
+            );
+            State::set_phase(&shared, "failed");
+            After::Wait
+        }
+    };
+    finish(after)
+}
+
+fn boot(cfg: &Config, shared: &Shared) -> anyhow::Result<After> {
+    State::set_phase(shared, "drivers");
+    let loader = kmod::Loader::for_running_kernel()?;
+    let mut problems = Vec::new();
+    let loaded = coldplug::run(&loader, std::path::Path::new("/sys"), &mut problems);
+    shared.lock().unwrap().modules_loaded = loaded;
+    for p in problems {
+        State::problem(shared, p);
+    }
+    check_entropy(shared);
+
+    State::set_phase(shared, "network");
+    for p in net::configure(&cfg.ip) {
+        State::problem(shared, p);
+    }
+    for l in net::links() {
+        log::info!("network: {} {} {}", l.name, l.mac, l.addresses.join(" "));
+    }
+    status::serve(cfg.status, shared.clone())?;
+    shared.lock().unwrap().ready_uptime_s = Some(crate::sysinfo::uptime());
+    State::set_phase(shared, "ready");
+    log::info!("ready");
+    job(cfg, shared)
+}
+
+/// The appliance's job. It ends after `ferry.idle` seconds without a sender.
+fn job(cfg: &Config, shared: &Shared) -> anyhow::Result<After> {
+    let start = Instant::now();
+    loop {
+        if let Some(idle) = cfg.idle_s {
+            if start.elapsed() >= Duration::from_secs(idle) {
+                State::set_phase(shared, "idle-timeout");
+                log::info!("no sender within ferry.idle={idle}s; the job ends");
+                return Ok(cfg.after);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// Without a hardware RNG the kernel's CRNG may never initialise under emulation, and anything
+/// that needs random numbers (TLS keys) would hang: report it.
+fn check_entropy(shared: &Shared) {
+    let mut b = [0u8; 1];
+    // SAFETY: writes one byte into b.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), 1, libc::GRND_NONBLOCK) };
+    if n != 1 {
+        State::problem(
+            shared,
+            "the kernel's random number generator is not ready; add a virtio-rng device".into(),
+        );
+    }
+}
+
+fn finish(after: After) -> ! {
+    nix::unistd::sync();
+    let mode = match after {
+        After::Poweroff => Some(nix::sys::reboot::RebootMode::RB_POWER_OFF),
+        After::Reboot => Some(nix::sys::reboot::RebootMode::RB_AUTOBOOT),
+        After::Wait => None,
+    };
+    if let Some(m) = mode {
+        log::info!("job done: {after:?}");
+        std::thread::sleep(Duration::from_millis(200));
+        let Err(e) = nix::sys::reboot::reboot(m);
+        log::error!("{after:?} failed: {e}");
+    }
+    log::info!("waiting (ferry.after=wait or a failure); the status endpoint stays up");
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
