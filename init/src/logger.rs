@@ -28,14 +28,11 @@ impl Log for Logger {
         };
         let _ = writeln!(std::io::stderr(), "[{up:9.3}] ferry: {tag}{}", r.args());
         if let Some(k) = &self.kmsg {
-            let prio = match r.level() {
-                Level::Error => 3,
-                Level::Warn => 4,
-                Level::Info => 6,
-                _ => 7,
-            };
+            // One write per record (kmsg makes a record of each write). Priority 7 keeps the
+            // kernel from echoing it to the console a second time; `dmesg` still shows it.
+            let line = format!("<7>ferry: {tag}{}\n", r.args());
             if let Ok(mut f) = k.lock() {
-                let _ = write!(f, "<{prio}>ferry: {tag}{}\n", r.args());
+                let _ = f.write_all(line.as_bytes());
             }
         }
     }

@@ -2,18 +2,8 @@
 //! ([`pid1::run`]); run as `modprobe` it loads modules for the kernel; anywhere else it offers
 //! host subcommands (see [`cli`]).
 
-mod cli;
-mod cmdline;
-mod coldplug;
-mod inventory;
-mod kmod;
-mod logger;
-mod mounts;
-mod net;
-mod pid1;
-mod reaper;
-mod status;
-mod sysinfo;
+
+use ferry_init::{cli, kmod, pid1};
 
 fn main() {
     let argv0 = std::env::args().next().unwrap_or_default();

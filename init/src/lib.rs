@@ -1,0 +1,15 @@
+//! ferry-init as a library: the appliance's stages, shared with `ferry-image` (module
+//! database) and the host subcommands.
+
+pub mod cli;
+pub mod cmdline;
+pub mod coldplug;
+pub mod inventory;
+pub mod kmod;
+pub mod logger;
+pub mod mounts;
+pub mod net;
+pub mod pid1;
+pub mod reaper;
+pub mod status;
+pub mod sysinfo;

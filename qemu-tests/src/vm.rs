@@ -1,0 +1,216 @@
+//! One QEMU guest: built with [`VmBuilder`], serial console captured to a file, killed on drop.
+
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bus {
+    Virtio,
+    /// virtio-scsi
+    Scsi,
+    Nvme,
+    Ahci,
+    /// PIIX IDE of the default machine
+    Ide,
+}
+
+#[derive(Debug, Clone)]
+pub struct Disk {
+    pub path: PathBuf,
+    pub bus: Bus,
+    pub serial: String,
+}
+
+impl Disk {
+    pub fn new(path: impl Into<PathBuf>, bus: Bus, serial: &str) -> Self {
+        Disk { path: path.into(), bus, serial: serial.into() }
+    }
+}
+
+#[derive(Default)]
+pub struct VmBuilder {
+    name: String,
+    memory_mb: u32,
+    kernel: Option<(PathBuf, PathBuf, String)>,
+    disks: Vec<Disk>,
+    forwards: Vec<(u16, String, u16)>,
+    nic: bool,
+}
+
+impl VmBuilder {
+    pub fn new(name: &str) -> Self {
+        VmBuilder { name: name.into(), memory_mb: 1024, nic: true, ..Default::default() }
+    }
+
+    /// Boots the appliance with extra kernel parameters.
+    pub fn appliance(self, append: &str) -> Self {
+        let a = crate::appliance();
+        self.kernel(&a.join("vmlinuz"), &a.join("initramfs.img"), &format!("console=ttyS0 panic=-1 {append}"))
+    }
+
+    pub fn kernel(mut self, vmlinuz: &Path, initrd: &Path, append: &str) -> Self {
+        self.kernel = Some((vmlinuz.into(), initrd.into(), append.into()));
+        self
+    }
+
+    pub fn memory(mut self, mb: u32) -> Self {
+        self.memory_mb = mb;
+        self
+    }
+
+    pub fn disk(mut self, d: Disk) -> Self {
+        self.disks.push(d);
+        self
+    }
+
+    pub fn no_nic(mut self) -> Self {
+        self.nic = false;
+        self
+    }
+
+    /// Forwards host 127.0.0.1:`host` to `guest_addr:guest_port` (guest_addr "" = DHCP address).
+    pub fn forward(mut self, host: u16, guest_addr: &str, guest_port: u16) -> Self {
+        self.forwards.push((host, guest_addr.into(), guest_port));
+        self
+    }
+
+    pub fn start(self) -> Result<Vm> {
+        let lock = crate::guest_lock();
+        let dir = tempfile::Builder::new().prefix(&format!("ferry-vm-{}-", self.name)).tempdir()?;
+        let serial = dir.path().join("serial.log");
+        let mut c = Command::new("qemu-system-x86_64");
+        c.args(crate::accel::args())
+            .args(["-m", &self.memory_mb.to_string(), "-smp", "1", "-display", "none", "-monitor", "none", "-no-reboot"])
+            .arg("-serial")
+            .arg(format!("file:{}", serial.display()))
+            .args(["-device", "virtio-rng-pci"]);
+        if let Some((k, i, a)) = &self.kernel {
+            c.arg("-kernel").arg(k).arg("-initrd").arg(i).arg("-append").arg(a);
+        }
+        let (mut scsi, mut ahci) = (false, false);
+        for (n, d) in self.disks.iter().enumerate() {
+            let id = format!("d{n}");
+            c.arg("-drive").arg(format!("file={},format=raw,if=none,id={id},cache=unsafe", d.path.display()));
+            let dev = match d.bus {
+                Bus::Virtio => format!("virtio-blk-pci,drive={id},serial={}", d.serial),
+                Bus::Scsi => {
+                    if !scsi {
+                        c.args(["-device", "virtio-scsi-pci,id=scsi0"]);
+                        scsi = true;
+                    }
+                    format!("scsi-hd,drive={id},bus=scsi0.0,serial={}", d.serial)
+                }
+                Bus::Nvme => format!("nvme,drive={id},serial={}", d.serial),
+                Bus::Ahci => {
+                    if !ahci {
+                        c.args(["-device", "ahci,id=ahci0"]);
+                        ahci = true;
+                    }
+                    format!("ide-hd,drive={id},bus=ahci0.{n},serial={}", d.serial)
+                }
+                Bus::Ide => format!("ide-hd,drive={id},serial={}", d.serial),
+            };
+            c.arg("-device").arg(dev);
+        }
+        if self.nic {
+            let mut netdev = "user,id=n0".to_string();
+            for (h, ga, gp) in &self.forwards {
+                netdev.push_str(&format!(",hostfwd=tcp:127.0.0.1:{h}-{ga}:{gp}"));
+            }
+            c.args(["-netdev", &netdev, "-device", "virtio-net-pci,netdev=n0"]);
+        } else {
+            c.args(["-nic", "none"]);
+        }
+        let stderr = std::fs::File::create(dir.path().join("qemu.stderr"))?;
+        let child = c
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .with_context(|| format!("starting {c:?}"))?;
+        Ok(Vm { child: Some(child), serial, dir, started: Instant::now(), _lock: lock, name: self.name })
+    }
+}
+
+pub struct Vm {
+    child: Option<Child>,
+    serial: PathBuf,
+    dir: tempfile::TempDir,
+    started: Instant,
+    name: String,
+    _lock: std::sync::MutexGuard<'static, ()>,
+}
+
+impl Vm {
+    pub fn serial(&self) -> String {
+        String::from_utf8_lossy(&std::fs::read(&self.serial).unwrap_or_default()).into_owned()
+    }
+
+    fn tail(&self) -> String {
+        let s = self.serial();
+        let lines: Vec<&str> = s.lines().collect();
+        let err = std::fs::read_to_string(self.dir.path().join("qemu.stderr")).unwrap_or_default();
+        format!("--- last serial lines of {} ---\n{}\n--- qemu stderr ---\n{err}", self.name, lines[lines.len().saturating_sub(40)..].join("\n"))
+    }
+
+    /// Waits until the serial console shows `needle`.
+    pub fn wait_serial(&mut self, needle: &str, timeout: Duration) -> Result<()> {
+        let t = Instant::now();
+        loop {
+            if self.serial().contains(needle) {
+                return Ok(());
+            }
+            if let Some(st) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                bail!("{}: QEMU exited ({st}) before {needle:?}\n{}", self.name, self.tail());
+            }
+            if t.elapsed() > timeout {
+                bail!("{}: no {needle:?} on the serial console within {}s\n{}", self.name, timeout.as_secs(), self.tail());
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Polls `GET /status` on a forwarded port until it answers.
+    pub fn status(&mut self, port: u16, timeout: Duration) -> Result<serde_json::Value> {
+        let t = Instant::now();
+        loop {
+            match crate::http_get(port, "/status") {
+                Ok(body) => return serde_json::from_str(&body).context("parsing /status"),
+                Err(e) if t.elapsed() > timeout => bail!("{}: /status never answered: {e:#}\n{}", self.name, self.tail()),
+                Err(_) => std::thread::sleep(Duration::from_millis(300)),
+            }
+        }
+    }
+
+    /// Waits for QEMU to exit by itself (guest poweroff).
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus> {
+        let t = Instant::now();
+        loop {
+            if let Some(st) = self.child.as_mut().context("no child")?.try_wait()? {
+                return Ok(st);
+            }
+            if t.elapsed() > timeout {
+                bail!("{}: QEMU still running after {}s\n{}", self.name, timeout.as_secs(), self.tail());
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("{}", self.tail());
+        }
+    }
+}
