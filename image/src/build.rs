@@ -12,15 +12,36 @@ use std::path::Path;
 /// Drivers the appliance may need on any transit VM, and filesystems/crypto it mounts.
 pub const WANTED: &[&str] = &[
     // buses and disks
-    "virtio_pci", "virtio_blk", "virtio_scsi", "virtio_net", "virtio_rng", "virtio_console",
-    "xen-blkfront", "xen-netfront", "nvme", "ahci", "ata_piix", "ata_generic", "sd_mod",
+    "virtio_pci",
+    "virtio_blk",
+    "virtio_scsi",
+    "virtio_net",
+    "virtio_rng",
+    "virtio_console",
+    "xen-blkfront",
+    "xen-netfront",
+    "nvme",
+    "ahci",
+    "ata_piix",
+    "ata_generic",
+    "sd_mod",
     // NICs
-    "e1000", "e1000e",
+    "e1000",
+    "e1000e",
     // filesystems and what they request on demand
-    "ext4", "xfs", "btrfs", "vfat", "nls_cp437", "nls_iso8859-1", "nls_utf8",
-    "crc32c_generic", "crc32c-intel", "libcrc32c",
+    "ext4",
+    "xfs",
+    "btrfs",
+    "vfat",
+    "nls_cp437",
+    "nls_iso8859-1",
+    "nls_utf8",
+    "crc32c_generic",
+    "crc32c-intel",
+    "libcrc32c",
     // volume management and loop devices for conversion
-    "dm-mod", "loop",
+    "dm-mod",
+    "loop",
 ];
 
 fn is_static_elf(bin: &[u8]) -> Result<bool> {
@@ -76,10 +97,14 @@ pub fn run(a: BuildArgs) -> Result<()> {
         Some(p) => p,
         None => default_init()?,
     };
-    let init = std::fs::read(&init_path)
-        .with_context(|| format!("reading {} (build it with scripts/build-init or pass --init)", init_path.display()))?;
+    let init = std::fs::read(&init_path).with_context(|| {
+        format!("reading {} (build it with scripts/build-init or pass --init)", init_path.display())
+    })?;
     if !is_static_elf(&init).with_context(|| format!("checking {}", init_path.display()))? {
-        bail!("{} is dynamically linked; PID 1 must be static (build with -C target-feature=+crt-static)", init_path.display());
+        bail!(
+            "{} is dynamically linked; PID 1 must be static (build with -C target-feature=+crt-static)",
+            init_path.display()
+        );
     }
     let db = ModuleDb::open(&k.modules)?;
     let mods = closure(&db)?;
@@ -108,7 +133,8 @@ pub fn run(a: BuildArgs) -> Result<()> {
     ar.file(&format!("{mdir}/modules.dep"), dep_lines.into_bytes(), 0o644);
     let alias = filter_lines(&read("modules.alias"), |l| l.split_whitespace().nth(2).is_some_and(included));
     ar.file(&format!("{mdir}/modules.alias"), alias.into_bytes(), 0o644);
-    let softdep = filter_lines(&read("modules.softdep"), |l| l.split_whitespace().nth(1).is_some_and(included));
+    let softdep =
+        filter_lines(&read("modules.softdep"), |l| l.split_whitespace().nth(1).is_some_and(included));
     ar.file(&format!("{mdir}/modules.softdep"), softdep.into_bytes(), 0o644);
     ar.file(&format!("{mdir}/modules.builtin"), read("modules.builtin").into_bytes(), 0o644);
 
@@ -116,7 +142,8 @@ pub fn run(a: BuildArgs) -> Result<()> {
     let cpio = ar.write(Vec::new())?;
     let z = zstd::bulk::compress(&cpio, 19).context("compressing the initramfs")?;
     write_atomic(&a.out.join("initramfs.img"), &z)?;
-    let kernel_bytes = std::fs::read(&k.vmlinuz).with_context(|| format!("reading {}", k.vmlinuz.display()))?;
+    let kernel_bytes =
+        std::fs::read(&k.vmlinuz).with_context(|| format!("reading {}", k.vmlinuz.display()))?;
     write_atomic(&a.out.join("vmlinuz"), &kernel_bytes)?;
     let manifest = serde_json_manifest(&k.version, &mods, z.len(), cpio.len());
     write_atomic(&a.out.join("manifest.json"), manifest.as_bytes())?;

@@ -69,7 +69,19 @@ mod tests {
         let two = a.write(Vec::new()).unwrap();
         assert_eq!(one, two);
         let names: Vec<&String> = a.entries.keys().collect();
-        assert_eq!(names, ["dev", "dev/console", "lib", "lib/modules", "lib/modules/x", "lib/modules/x/a.ko", "sbin", "sbin/modprobe"]);
+        assert_eq!(
+            names,
+            [
+                "dev",
+                "dev/console",
+                "lib",
+                "lib/modules",
+                "lib/modules/x",
+                "lib/modules/x/a.ko",
+                "sbin",
+                "sbin/modprobe"
+            ]
+        );
         // Read it back with the same crate.
         let mut r = std::io::Cursor::new(one);
         let mut seen = Vec::new();

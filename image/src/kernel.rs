@@ -29,7 +29,11 @@ pub fn locate(dir: &Path) -> Result<Kernel> {
     let version = match versions.as_slice() {
         [v] => v.clone(),
         [] => bail!("{} holds no kernel version", mods.display()),
-        _ => bail!("{} holds several kernel versions ({}); pass one package", mods.display(), versions.join(", ")),
+        _ => bail!(
+            "{} holds several kernel versions ({}); pass one package",
+            mods.display(),
+            versions.join(", ")
+        ),
     };
     let vmlinuz = dir.join("boot").join(format!("vmlinuz-{version}"));
     if !vmlinuz.is_file() {

@@ -75,9 +75,6 @@ fn cmdline(c: CmdlineCmd) -> anyhow::Result<i32> {
         None => std::fs::read_to_string("/proc/cmdline")?,
     };
     let (cfg, problems) = crate::cmdline::parse(&line);
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&serde_json::json!({"config": cfg, "problems": problems}))?
-    );
+    println!("{}", serde_json::to_string_pretty(&serde_json::json!({"config": cfg, "problems": problems}))?);
     Ok(if problems.is_empty() { 0 } else { 2 })
 }

@@ -105,10 +105,8 @@ pub fn parse(line: &str) -> (Config, Vec<String>) {
             match value.as_deref().map(parse_ip) {
                 Some(Ok(ip)) => cfg.ip.push(ip),
                 Some(Err(e)) => problems.push(format!("ip={}: {e}", value.unwrap_or_default())),
-                None => problems.push(
-                    "ip: needs a value (ip=dhcp or ip=<addr>::<gw>:<mask>:<host>:<iface>:none)"
-                        .into(),
-                ),
+                None => problems
+                    .push("ip: needs a value (ip=dhcp or ip=<addr>::<gw>:<mask>:<host>:<iface>:none)".into()),
             }
             continue;
         }
@@ -134,10 +132,7 @@ fn apply(cfg: &mut Config, name: &str, v: Option<&str>) -> Result<(), String> {
         "token" => {
             let t = need(v, "the one-time token given to `ferry send`")?;
             if t.len() < 8 {
-                return Err(format!(
-                    "token is {} characters; at least 8 are required",
-                    t.len()
-                ));
+                return Err(format!("token is {} characters; at least 8 are required", t.len()));
             }
             cfg.token = Some(t.to_string());
             cfg.token_set = true;
@@ -149,11 +144,7 @@ fn apply(cfg: &mut Config, name: &str, v: Option<&str>) -> Result<(), String> {
                 "poweroff" => After::Poweroff,
                 "reboot" => After::Reboot,
                 "wait" => After::Wait,
-                o => {
-                    return Err(format!(
-                        "unknown action {o:?}; expected poweroff, reboot or wait"
-                    ))
-                }
+                o => return Err(format!("unknown action {o:?}; expected poweroff, reboot or wait")),
             }
         }
         "debug" => {
@@ -165,9 +156,7 @@ fn apply(cfg: &mut Config, name: &str, v: Option<&str>) -> Result<(), String> {
         }
         "idle" => {
             let s = need(v, "seconds")?;
-            let n: u64 = s
-                .parse()
-                .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+            let n: u64 = s.parse().map_err(|_| format!("{s:?} is not a number of seconds"))?;
             cfg.idle_s = Some(n);
         }
         other => {
@@ -191,8 +180,7 @@ fn parse_addr(s: &str) -> Result<SocketAddr, String> {
 }
 
 fn parse_v4(field: &str, s: &str) -> Result<Ipv4Addr, String> {
-    s.parse()
-        .map_err(|_| format!("{field} {s:?} is not an IPv4 address"))
+    s.parse().map_err(|_| format!("{field} {s:?} is not an IPv4 address"))
 }
 
 /// Netmask as dotted quad (must be contiguous) or prefix length.
@@ -202,9 +190,8 @@ fn parse_mask(s: &str) -> Result<u8, String> {
             return Ok(p);
         }
     }
-    let m: Ipv4Addr = s
-        .parse()
-        .map_err(|_| format!("netmask {s:?} is neither a prefix length nor a dotted mask"))?;
+    let m: Ipv4Addr =
+        s.parse().map_err(|_| format!("netmask {s:?} is neither a prefix length nor a dotted mask"))?;
     let bits = u32::from(m);
     if bits.leading_ones() + bits.trailing_zeros() != 32 {
         return Err(format!("netmask {s} is not contiguous"));
@@ -222,9 +209,7 @@ pub fn parse_ip(v: &str) -> Result<IpConfig, String> {
     }
     let f: Vec<&str> = v.split(':').collect();
     if f.len() == 2 && matches!(f[1], "dhcp" | "on" | "any") {
-        return Ok(IpConfig::Dhcp {
-            iface: Some(f[0].to_string()),
-        });
+        return Ok(IpConfig::Dhcp { iface: Some(f[0].to_string()) });
     }
     if f.len() < 7 {
         return Err(format!(
@@ -236,30 +221,12 @@ pub fn parse_ip(v: &str) -> Result<IpConfig, String> {
     match f[6] {
         "none" | "off" | "" => {}
         "dhcp" => return Ok(IpConfig::Dhcp { iface: opt(f[5]) }),
-        o => {
-            return Err(format!(
-                "autoconf {o:?} is not supported (use none or dhcp)"
-            ))
-        }
+        o => return Err(format!("autoconf {o:?} is not supported (use none or dhcp)")),
     }
     let addr = parse_v4("client address", f[0])?;
-    let gateway = if f[2].is_empty() {
-        None
-    } else {
-        Some(parse_v4("gateway", f[2])?)
-    };
-    let prefix = if f[3].is_empty() {
-        24
-    } else {
-        parse_mask(f[3])?
-    };
-    Ok(IpConfig::Static {
-        addr,
-        prefix,
-        gateway,
-        hostname: opt(f[4]),
-        iface: opt(f[5]),
-    })
+    let gateway = if f[2].is_empty() { None } else { Some(parse_v4("gateway", f[2])?) };
+    let prefix = if f[3].is_empty() { 24 } else { parse_mask(f[3])? };
+    Ok(IpConfig::Static { addr, prefix, gateway, hostname: opt(f[4]), iface: opt(f[5]) })
 }
 
 #[cfg(test)]
@@ -280,9 +247,8 @@ mod tests {
 
     #[test]
     fn problems_are_reported() {
-        let (c, p) = parse(
-            "ferry.after=explode ferry.bogus=1 ferry.listen=nowhere ip=1.2.3 ferry.token=short",
-        );
+        let (c, p) =
+            parse("ferry.after=explode ferry.bogus=1 ferry.listen=nowhere ip=1.2.3 ferry.token=short");
         assert_eq!(c.after, After::Poweroff);
         assert_eq!(p.len(), 5, "{p:?}");
         assert!(p[0].contains("explode"));
@@ -295,12 +261,7 @@ mod tests {
     #[test]
     fn ip_forms() {
         assert_eq!(parse_ip("dhcp").unwrap(), IpConfig::Dhcp { iface: None });
-        assert_eq!(
-            parse_ip("eth1:dhcp").unwrap(),
-            IpConfig::Dhcp {
-                iface: Some("eth1".into())
-            }
-        );
+        assert_eq!(parse_ip("eth1:dhcp").unwrap(), IpConfig::Dhcp { iface: Some("eth1".into()) });
         assert_eq!(
             parse_ip("192.168.7.10::192.168.7.1:255.255.255.0:box:eth0:none").unwrap(),
             IpConfig::Static {
@@ -312,30 +273,18 @@ mod tests {
             }
         );
         match parse_ip("10.1.2.3:::20:::off").unwrap() {
-            IpConfig::Static {
-                prefix,
-                gateway,
-                iface,
-                ..
-            } => {
+            IpConfig::Static { prefix, gateway, iface, .. } => {
                 assert_eq!((prefix, gateway, iface), (20, None, None))
             }
             o => panic!("{o:?}"),
         }
-        assert!(parse_ip("10.1.2.3::10.1.2.1:255.0.255.0:h:e:none")
-            .unwrap_err()
-            .contains("contiguous"));
-        assert!(parse_ip("10.1.2.300::::::none")
-            .unwrap_err()
-            .contains("client address"));
+        assert!(parse_ip("10.1.2.3::10.1.2.1:255.0.255.0:h:e:none").unwrap_err().contains("contiguous"));
+        assert!(parse_ip("10.1.2.300::::::none").unwrap_err().contains("client address"));
         assert!(parse_ip("10.1.2.3::::::ibft").unwrap_err().contains("ibft"));
     }
 
     #[test]
     fn quotes_group_words() {
-        assert_eq!(
-            split(r#"a "b c" d="e f"  g"#),
-            vec!["a", "b c", "d=e f", "g"]
-        );
+        assert_eq!(split(r#"a "b c" d="e f"  g"#), vec!["a", "b c", "d=e f", "g"]);
     }
 }

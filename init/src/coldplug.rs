@@ -99,18 +99,8 @@ mod tests {
         let sys = t.path();
         dev(sys, "xen", "vbd-51712", "xen:vbd");
         dev(sys, "xen", "vif-0", "xen:vif");
-        dev(
-            sys,
-            "pci",
-            "0000:00:04.0",
-            "pci:v00001AF4d00001042sv00001AF4sd00001100bc01sc00i00",
-        );
-        dev(
-            sys,
-            "pci",
-            "0000:00:01.0",
-            "pci:v00008086d00007000sv00001AF4sd00001100bc06sc01i00",
-        );
+        dev(sys, "pci", "0000:00:04.0", "pci:v00001AF4d00001042sv00001AF4sd00001100bc01sc00i00");
+        dev(sys, "pci", "0000:00:01.0", "pci:v00008086d00007000sv00001AF4sd00001100bc06sc01i00");
         dev(sys, "virtio", "virtio0", "virtio:d00000002v00001AF4");
         std::fs::create_dir_all(sys.join("bus/platform/devices/nomodalias")).unwrap();
         let aliases = scan(sys);
@@ -128,15 +118,6 @@ mod tests {
         )
         .unwrap();
         let p = plan(&db, &aliases);
-        assert_eq!(
-            p,
-            vec![
-                "virtio",
-                "virtio_pci",
-                "virtio_blk",
-                "xen_blkfront",
-                "xen_netfront"
-            ]
-        );
+        assert_eq!(p, vec!["virtio", "virtio_pci", "virtio_blk", "xen_blkfront", "xen_netfront"]);
     }
 }

@@ -21,9 +21,7 @@ pub struct Disk {
 const SKIP: &[&str] = &["loop", "ram", "zram", "sr", "dm-", "md", "nbd", "fd"];
 
 fn read(p: &Path) -> Option<String> {
-    std::fs::read_to_string(p)
-        .ok()
-        .map(|s| s.trim().to_string())
+    std::fs::read_to_string(p).ok().map(|s| s.trim().to_string())
 }
 
 /// Bus of a block device from the sysfs path of its device and its name.
@@ -49,22 +47,13 @@ pub fn bus_of(name: &str, devpath: &str) -> &'static str {
 fn vpd80_serial(raw: &[u8]) -> Option<String> {
     let len = *raw.get(3)? as usize;
     let s = raw.get(4..4 + len)?;
-    Some(
-        String::from_utf8_lossy(s)
-            .trim()
-            .trim_matches('\0')
-            .to_string(),
-    )
+    Some(String::from_utf8_lossy(s).trim().trim_matches('\0').to_string())
 }
 
 fn serial(block: &Path) -> String {
     read(&block.join("serial"))
         .or_else(|| read(&block.join("device/serial")))
-        .or_else(|| {
-            std::fs::read(block.join("device/vpd_pg80"))
-                .ok()
-                .and_then(|r| vpd80_serial(&r))
-        })
+        .or_else(|| std::fs::read(block.join("device/vpd_pg80")).ok().and_then(|r| vpd80_serial(&r)))
         .unwrap_or_default()
 }
 
@@ -80,9 +69,8 @@ pub fn disks(sys: &Path) -> Vec<Disk> {
             continue;
         }
         let block = e.path();
-        let devpath = std::fs::read_link(&block)
-            .map(|p| p.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let devpath =
+            std::fs::read_link(&block).map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
         let num = |f: &str| read(&block.join(f)).and_then(|s| s.parse::<u64>().ok());
         let size_bytes = num("size").unwrap_or(0) * 512;
         out.push(Disk {
@@ -118,59 +106,34 @@ mod tests {
             std::fs::write(real.join(f), v).unwrap();
         }
         std::fs::create_dir_all(sys.join("block")).unwrap();
-        symlink(
-            format!("../devices/{devpath}"),
-            sys.join("block").join(name),
-        )
-        .unwrap();
+        symlink(format!("../devices/{devpath}"), sys.join("block").join(name)).unwrap();
     }
 
     #[test]
     fn lists_disks_with_buses_and_serials() {
         let t = tempfile::tempdir().unwrap();
         let s = t.path();
-        disk(
-            s,
-            "vda",
-            "pci0000:00/0000:00:04.0/virtio1/block/vda",
-            2097152,
-            &[("serial", b"VSER1\n")],
-        );
+        disk(s, "vda", "pci0000:00/0000:00:04.0/virtio1/block/vda", 2097152, &[("serial", b"VSER1\n")]);
         disk(
             s,
             "sda",
             "pci0000:00/0000:00:05.0/virtio2/host0/target0:0:0/0:0:0:0/block/sda",
             4096,
-            &[
-                ("device/model", b"QEMU HARDDISK   \n"),
-                ("device/vpd_pg80", b"\x00\x80\x00\x05SSER2"),
-            ],
+            &[("device/model", b"QEMU HARDDISK   \n"), ("device/vpd_pg80", b"\x00\x80\x00\x05SSER2")],
         );
-        disk(
-            s,
-            "sdb",
-            "pci0000:00/0000:00:1f.2/ata1/host2/target2:0:0/2:0:0:0/block/sdb",
-            8192,
-            &[],
-        );
+        disk(s, "sdb", "pci0000:00/0000:00:1f.2/ata1/host2/target2:0:0/2:0:0:0/block/sdb", 8192, &[]);
         disk(
             s,
             "nvme0n1",
             "pci0000:00/0000:00:06.0/nvme/nvme0/nvme0n1",
             1024,
-            &[
-                ("device/serial", b"NSER3   \n"),
-                ("device/model", b"QEMU NVMe Ctrl\n"),
-            ],
+            &[("device/serial", b"NSER3   \n"), ("device/model", b"QEMU NVMe Ctrl\n")],
         );
         disk(s, "xvda", "vbd-51712/block/xvda", 100, &[]);
         disk(s, "loop0", "virtual/block/loop0", 100, &[]);
         disk(s, "sr0", "pci0000:00/ata2/block/sr0", 100, &[]);
         let d = disks(s);
-        let names: Vec<_> = d
-            .iter()
-            .map(|d| (d.name.as_str(), d.bus.as_str(), d.serial.as_str()))
-            .collect();
+        let names: Vec<_> = d.iter().map(|d| (d.name.as_str(), d.bus.as_str(), d.serial.as_str())).collect();
         assert_eq!(
             names,
             vec![

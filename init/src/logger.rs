@@ -42,15 +42,8 @@ impl Log for Logger {
 
 /// Installs the logger. `kmsg` adds /dev/kmsg as a second sink (PID 1 only).
 pub fn init(debug: bool, kmsg: bool) {
-    let kmsg = kmsg
-        .then(|| OpenOptions::new().write(true).open("/dev/kmsg").ok())
-        .flatten()
-        .map(Mutex::new);
-    let level = if debug {
-        LevelFilter::Debug
-    } else {
-        LevelFilter::Info
-    };
+    let kmsg = kmsg.then(|| OpenOptions::new().write(true).open("/dev/kmsg").ok()).flatten().map(Mutex::new);
+    let level = if debug { LevelFilter::Debug } else { LevelFilter::Info };
     if log::set_boxed_logger(Box::new(Logger { kmsg, level })).is_ok() {
         log::set_max_level(level);
     }

@@ -2,7 +2,6 @@
 //! ([`pid1::run`]); run as `modprobe` it loads modules for the kernel; anywhere else it offers
 //! host subcommands (see [`cli`]).
 
-
 use ferry_init::{cli, kmod, pid1};
 
 fn main() {

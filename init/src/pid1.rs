@@ -12,11 +12,7 @@ pub fn run() -> ! {
     let line = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
     let (cfg, problems) = cmdline::parse(&line);
     crate::logger::init(cfg.debug, true);
-    log::info!(
-        "ferry-init {} starting; cmdline: {}",
-        env!("CARGO_PKG_VERSION"),
-        line.trim()
-    );
+    log::info!("ferry-init {} starting; cmdline: {}", env!("CARGO_PKG_VERSION"), line.trim());
     early.extend(problems);
     let shared: Shared = Default::default();
     {
@@ -39,10 +35,7 @@ pub fn run() -> ! {
             After::Wait
         }
         Err(_) => {
-            State::problem(
-                &shared,
-                "fatal: the appliance pipeline panicked (see console)".into(),
-            );
+            State::problem(&shared, "fatal: the appliance pipeline panicked (see console)".into());
             State::set_phase(&shared, "failed");
             After::Wait
         }

@@ -6,12 +6,10 @@ use nix::unistd::Pid;
 use std::time::Duration;
 
 pub fn start() {
-    let _ = std::thread::Builder::new()
-        .name("reaper".into())
-        .spawn(|| loop {
-            match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::empty())) {
-                Ok(_) => {}
-                Err(_) => std::thread::sleep(Duration::from_millis(500)),
-            }
-        });
+    let _ = std::thread::Builder::new().name("reaper".into()).spawn(|| loop {
+        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::empty())) {
+            Ok(_) => {}
+            Err(_) => std::thread::sleep(Duration::from_millis(500)),
+        }
+    });
 }

@@ -36,34 +36,29 @@ pub fn document(shared: &Shared) -> serde_json::Value {
     let mut v = serde_json::to_value(&*shared.lock().unwrap()).unwrap_or_default();
     v["uptime_s"] = serde_json::json!(crate::sysinfo::uptime());
     v["network"] = serde_json::to_value(crate::net::links()).unwrap_or_default();
-    v["disks"] = serde_json::to_value(crate::inventory::disks(std::path::Path::new("/sys")))
-        .unwrap_or_default();
+    v["disks"] =
+        serde_json::to_value(crate::inventory::disks(std::path::Path::new("/sys"))).unwrap_or_default();
     v
 }
 
 /// Serves `GET /status` on `addr` from a background thread.
 pub fn serve(addr: std::net::SocketAddr, shared: Shared) -> anyhow::Result<()> {
-    let server = tiny_http::Server::http(addr)
-        .map_err(|e| anyhow::anyhow!("status endpoint on {addr}: {e}"))?;
+    let server =
+        tiny_http::Server::http(addr).map_err(|e| anyhow::anyhow!("status endpoint on {addr}: {e}"))?;
     log::info!("status: http://{addr}/status");
-    std::thread::Builder::new()
-        .name("status".into())
-        .spawn(move || {
-            for req in server.incoming_requests() {
-                let path = req.url().split('?').next().unwrap_or("").to_string();
-                let resp = match (req.method(), path.as_str()) {
-                    (tiny_http::Method::Get, "/status") | (tiny_http::Method::Get, "/") => {
-                        let body =
-                            serde_json::to_string_pretty(&document(&shared)).unwrap_or_default();
-                        let ct = tiny_http::Header::from_bytes("Content-Type", "application/json")
-                            .unwrap();
-                        tiny_http::Response::from_string(body).with_header(ct)
-                    }
-                    _ => tiny_http::Response::from_string("not found; try GET /status\n")
-                        .with_status_code(404),
-                };
-                let _ = req.respond(resp);
-            }
-        })?;
+    std::thread::Builder::new().name("status".into()).spawn(move || {
+        for req in server.incoming_requests() {
+            let path = req.url().split('?').next().unwrap_or("").to_string();
+            let resp = match (req.method(), path.as_str()) {
+                (tiny_http::Method::Get, "/status") | (tiny_http::Method::Get, "/") => {
+                    let body = serde_json::to_string_pretty(&document(&shared)).unwrap_or_default();
+                    let ct = tiny_http::Header::from_bytes("Content-Type", "application/json").unwrap();
+                    tiny_http::Response::from_string(body).with_header(ct)
+                }
+                _ => tiny_http::Response::from_string("not found; try GET /status\n").with_status_code(404),
+            };
+            let _ = req.respond(resp);
+        }
+    })?;
     Ok(())
 }

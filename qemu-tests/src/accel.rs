@@ -8,11 +8,28 @@ use std::time::{Duration, Instant};
 
 fn probe(kernel: &std::path::Path, initrd: &std::path::Path, log: &std::path::Path) -> bool {
     let Ok(mut child) = Command::new("qemu-system-x86_64")
-        .args(["-accel", "kvm", "-cpu", "host", "-m", "512", "-display", "none", "-monitor", "none", "-no-reboot"])
-        .arg("-kernel").arg(kernel).arg("-initrd").arg(initrd)
+        .args([
+            "-accel",
+            "kvm",
+            "-cpu",
+            "host",
+            "-m",
+            "512",
+            "-display",
+            "none",
+            "-monitor",
+            "none",
+            "-no-reboot",
+        ])
+        .arg("-kernel")
+        .arg(kernel)
+        .arg("-initrd")
+        .arg(initrd)
         .args(["-append", "console=ttyS0 panic=-1 ferry.idle=0 ferry.after=poweroff"])
-        .arg("-serial").arg(format!("file:{}", log.display()))
-        .stdout(Stdio::null()).stderr(Stdio::null())
+        .arg("-serial")
+        .arg(format!("file:{}", log.display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
         .spawn()
     else {
         return false;
@@ -37,7 +54,8 @@ pub fn args() -> &'static [&'static str] {
     A.get_or_init(|| {
         const TCG: &[&str] = &["-accel", "tcg", "-cpu", "max"];
         const KVM: &[&str] = &["-accel", "kvm", "-cpu", "host"];
-        if std::env::var("FERRY_ACCEL").as_deref() == Ok("tcg") || !std::path::Path::new("/dev/kvm").exists() {
+        if std::env::var("FERRY_ACCEL").as_deref() == Ok("tcg") || !std::path::Path::new("/dev/kvm").exists()
+        {
             return TCG;
         }
         let app = crate::appliance();
@@ -55,7 +73,11 @@ pub fn args() -> &'static [&'static str] {
                 ok
             }
         };
-        if ok { KVM } else { TCG }
+        if ok {
+            KVM
+        } else {
+            TCG
+        }
     })
 }
 

@@ -82,7 +82,17 @@ impl VmBuilder {
         let serial = dir.path().join("serial.log");
         let mut c = Command::new("qemu-system-x86_64");
         c.args(crate::accel::args())
-            .args(["-m", &self.memory_mb.to_string(), "-smp", "1", "-display", "none", "-monitor", "none", "-no-reboot"])
+            .args([
+                "-m",
+                &self.memory_mb.to_string(),
+                "-smp",
+                "1",
+                "-display",
+                "none",
+                "-monitor",
+                "none",
+                "-no-reboot",
+            ])
             .arg("-serial")
             .arg(format!("file:{}", serial.display()))
             .args(["-device", "virtio-rng-pci"]);
@@ -152,7 +162,11 @@ impl Vm {
         let s = self.serial();
         let lines: Vec<&str> = s.lines().collect();
         let err = std::fs::read_to_string(self.dir.path().join("qemu.stderr")).unwrap_or_default();
-        format!("--- last serial lines of {} ---\n{}\n--- qemu stderr ---\n{err}", self.name, lines[lines.len().saturating_sub(40)..].join("\n"))
+        format!(
+            "--- last serial lines of {} ---\n{}\n--- qemu stderr ---\n{err}",
+            self.name,
+            lines[lines.len().saturating_sub(40)..].join("\n")
+        )
     }
 
     /// Waits until the serial console shows `needle`.
@@ -166,7 +180,12 @@ impl Vm {
                 bail!("{}: QEMU exited ({st}) before {needle:?}\n{}", self.name, self.tail());
             }
             if t.elapsed() > timeout {
-                bail!("{}: no {needle:?} on the serial console within {}s\n{}", self.name, timeout.as_secs(), self.tail());
+                bail!(
+                    "{}: no {needle:?} on the serial console within {}s\n{}",
+                    self.name,
+                    timeout.as_secs(),
+                    self.tail()
+                );
             }
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -178,7 +197,9 @@ impl Vm {
         loop {
             match crate::http_get(port, "/status") {
                 Ok(body) => return serde_json::from_str(&body).context("parsing /status"),
-                Err(e) if t.elapsed() > timeout => bail!("{}: /status never answered: {e:#}\n{}", self.name, self.tail()),
+                Err(e) if t.elapsed() > timeout => {
+                    bail!("{}: /status never answered: {e:#}\n{}", self.name, self.tail())
+                }
                 Err(_) => std::thread::sleep(Duration::from_millis(300)),
             }
         }

@@ -61,9 +61,13 @@ fn static_ip_problems_and_poweroff() {
     let st = vm.status(port, Duration::from_secs(120)).unwrap();
     let eth = st["network"].as_array().unwrap().iter().find(|l| l["name"] == "eth0").expect("eth0");
     assert_eq!(eth["addresses"][0], "10.0.2.77/24", "{eth:#}");
-    let problems: Vec<String> = st["problems"].as_array().unwrap().iter().map(|p| p.as_str().unwrap().to_string()).collect();
+    let problems: Vec<String> =
+        st["problems"].as_array().unwrap().iter().map(|p| p.as_str().unwrap().to_string()).collect();
     assert_eq!(problems.len(), 2, "{problems:?}");
-    assert!(problems[0].contains("ferry.after=explode") && problems[0].contains("poweroff, reboot or wait"), "{problems:?}");
+    assert!(
+        problems[0].contains("ferry.after=explode") && problems[0].contains("poweroff, reboot or wait"),
+        "{problems:?}"
+    );
     assert!(problems[1].contains("unknown parameter ferry.frobnicate"), "{problems:?}");
     assert_eq!(st["config"]["after"], "poweroff");
     // ferry.idle ends the job, and the default ferry.after=poweroff stops the VM by itself.

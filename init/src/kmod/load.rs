@@ -39,23 +39,13 @@ pub fn decompress(path: &Path, raw: Vec<u8>) -> Result<Vec<u8>> {
 
 impl Loader {
     pub fn new(db: ModuleDb) -> Self {
-        Loader {
-            db,
-            sysfs_module: "/sys/module".into(),
-            tried: Mutex::new(HashSet::new()),
-        }
+        Loader { db, sysfs_module: "/sys/module".into(), tried: Mutex::new(HashSet::new()) }
     }
 
     /// For the running kernel: `/lib/modules/$(uname -r)`.
     pub fn for_running_kernel() -> Result<Self> {
-        let rel = nix::sys::utsname::uname()
-            .context("uname")?
-            .release()
-            .to_string_lossy()
-            .into_owned();
-        Ok(Self::new(ModuleDb::open(
-            &Path::new("/lib/modules").join(rel),
-        )?))
+        let rel = nix::sys::utsname::uname().context("uname")?.release().to_string_lossy().into_owned();
+        Ok(Self::new(ModuleDb::open(&Path::new("/lib/modules").join(rel))?))
     }
 
     /// True when the module is live in the kernel (or built in).
@@ -84,19 +74,14 @@ impl Loader {
     }
 
     fn insert(&self, name: &str) -> Result<()> {
-        let rel = self
-            .db
-            .path_of(name)
-            .with_context(|| format!("no file for module {name}"))?;
+        let rel = self.db.path_of(name).with_context(|| format!("no file for module {name}"))?;
         let path = self.db.dir.join(rel);
         let params = CString::default();
         let res = if rel.ends_with(".ko") {
-            let f = std::fs::File::open(&path)
-                .with_context(|| format!("opening {}", path.display()))?;
+            let f = std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
             nix::kmod::finit_module(&f, &params, nix::kmod::ModuleInitFlags::empty())
         } else {
-            let raw =
-                std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+            let raw = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
             let image = decompress(&path, raw)?;
             nix::kmod::init_module(&image, &params)
         };
@@ -107,10 +92,7 @@ impl Loader {
             }
             // No such device: the driver found nothing to bind (e.g. a platform probe); harmless.
             Err(nix::errno::Errno::ENODEV) => Ok(()),
-            Err(e) => Err(anyhow::anyhow!(
-                "loading module {name} from {}: {e}",
-                path.display()
-            )),
+            Err(e) => Err(anyhow::anyhow!("loading module {name} from {}: {e}", path.display())),
         }
     }
 }
@@ -149,10 +131,7 @@ mod tests {
         let z = zstd::encode_all(body.as_slice(), 3).unwrap();
         assert_eq!(decompress(Path::new("a/b.ko.zst"), z).unwrap(), body);
         assert_eq!(decompress(Path::new("a/b.ko"), body.clone()).unwrap(), body);
-        assert!(decompress(Path::new("a/b.ko.gz"), body)
-            .unwrap_err()
-            .to_string()
-            .contains(".ko.gz"));
+        assert!(decompress(Path::new("a/b.ko.gz"), body).unwrap_err().to_string().contains(".ko.gz"));
     }
 
     #[test]
@@ -163,8 +142,6 @@ mod tests {
         assert_eq!(decompress(Path::new("m.ko.xz"), out).unwrap(), body);
         let mut bad = Vec::new();
         bad.write_all(b"not xz").unwrap();
-        assert!(
-            format!("{:#}", decompress(Path::new("m.ko.xz"), bad).unwrap_err()).contains("m.ko.xz")
-        );
+        assert!(format!("{:#}", decompress(Path::new("m.ko.xz"), bad).unwrap_err()).contains("m.ko.xz"));
     }
 }

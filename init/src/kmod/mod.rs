@@ -94,22 +94,14 @@ impl ModuleDb {
                 }
             }
         }
-        db.builtin = builtin
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(name_of)
-            .collect();
+        db.builtin = builtin.lines().filter(|l| !l.trim().is_empty()).map(name_of).collect();
         Ok(db)
     }
 
     /// Module names whose alias pattern matches `modalias` (sorted, no duplicates).
     pub fn lookup_alias(&self, modalias: &str) -> Vec<String> {
-        let set: BTreeSet<&String> = self
-            .aliases
-            .iter()
-            .filter(|(p, _)| p.matches(modalias))
-            .map(|(_, m)| m)
-            .collect();
+        let set: BTreeSet<&String> =
+            self.aliases.iter().filter(|(p, _)| p.matches(modalias)).map(|(_, m)| m).collect();
         set.into_iter().cloned().collect()
     }
 
@@ -145,9 +137,10 @@ impl ModuleDb {
         if self.builtin.contains(name) {
             return Ok(());
         }
-        let (_, deps) = self.deps.get(name).with_context(|| {
-            format!("module {name} is not in {}/modules.dep", self.dir.display())
-        })?;
+        let (_, deps) = self
+            .deps
+            .get(name)
+            .with_context(|| format!("module {name} is not in {}/modules.dep", self.dir.display()))?;
         let soft = self.softdeps.get(name).cloned().unwrap_or_default();
         for pre in &soft.pre {
             // A softdep is a wish, not a requirement: skip ones this kernel lacks.

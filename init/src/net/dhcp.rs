@@ -47,11 +47,7 @@ fn prefix_of(mask: Ipv4Addr) -> u8 {
 
 impl Client {
     pub fn new(mac: [u8; 6], xid: u32) -> Self {
-        Client {
-            xid,
-            mac,
-            state: State::Selecting,
-        }
+        Client { xid, mac, state: State::Selecting }
     }
 
     fn base(&self, kind: MessageType) -> Message {
@@ -102,9 +98,7 @@ impl Client {
                 self.state = State::Requesting { offered, server };
                 Action::Send(self.request(offered, server))
             }
-            (State::Requesting { offered, .. }, Some(MessageType::Ack))
-                if m.yiaddr() == *offered =>
-            {
+            (State::Requesting { offered, .. }, Some(MessageType::Ack)) if m.yiaddr() == *offered => {
                 let o = m.opts();
                 let prefix = match o.get(OptionCode::SubnetMask) {
                     Some(DhcpOption::SubnetMask(mask)) => prefix_of(*mask),
@@ -122,14 +116,7 @@ impl Client {
                     Some(DhcpOption::AddressLeaseTime(t)) => *t,
                     _ => 3600,
                 };
-                let lease = Lease {
-                    addr: *offered,
-                    prefix,
-                    router,
-                    dns,
-                    server,
-                    lease_s,
-                };
+                let lease = Lease { addr: *offered, prefix, router, dns, server, lease_s };
                 self.state = State::Bound(lease.clone());
                 Action::Bound(lease)
             }
@@ -146,22 +133,14 @@ impl Client {
 fn socket(iface: &str) -> Result<UdpSocket> {
     use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn};
     use std::os::fd::IntoRawFd;
-    let fd = socket::socket(
-        AddressFamily::Inet,
-        SockType::Datagram,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )
-    .context("creating the DHCP socket")?;
+    let fd = socket::socket(AddressFamily::Inet, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None)
+        .context("creating the DHCP socket")?;
     socket::setsockopt(&fd, sockopt::ReuseAddr, &true)?;
     socket::setsockopt(&fd, sockopt::Broadcast, &true)?;
     socket::setsockopt(&fd, sockopt::BindToDevice, &std::ffi::OsString::from(iface))
         .with_context(|| format!("binding the DHCP socket to {iface}"))?;
-    socket::bind(
-        std::os::fd::AsRawFd::as_raw_fd(&fd),
-        &SockaddrIn::new(0, 0, 0, 0, 68),
-    )
-    .context("binding UDP port 68")?;
+    socket::bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrIn::new(0, 0, 0, 0, 68))
+        .context("binding UDP port 68")?;
     // SAFETY: the fd is a freshly created, owned datagram socket.
     Ok(unsafe { UdpSocket::from_raw_fd(fd.into_raw_fd()) })
 }
@@ -177,13 +156,11 @@ pub fn acquire(iface: &str, mac: [u8; 6], timeout: Duration) -> Result<Lease> {
     'outer: while start.elapsed() < timeout {
         let mut out = client.discover();
         let mut sent_at = Instant::now();
-        sock.send_to(&out.to_vec()?, dest)
-            .with_context(|| format!("sending DHCP on {iface}"))?;
+        sock.send_to(&out.to_vec()?, dest).with_context(|| format!("sending DHCP on {iface}"))?;
         loop {
             let left = retry.saturating_sub(sent_at.elapsed());
             if left.is_zero() {
-                if matches!(client.state, State::Requesting { .. }) && sent_at.elapsed() < retry * 2
-                {
+                if matches!(client.state, State::Requesting { .. }) && sent_at.elapsed() < retry * 2 {
                     // Resend the REQUEST once before starting over.
                     sock.send_to(&out.to_vec()?, dest)?;
                     sent_at = Instant::now();
@@ -196,10 +173,7 @@ pub fn acquire(iface: &str, mac: [u8; 6], timeout: Duration) -> Result<Lease> {
             let n = match sock.recv_from(&mut buf) {
                 Ok((n, _)) => n,
                 Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) =>
+                    if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) =>
                 {
                     continue
                 }
@@ -238,9 +212,7 @@ mod tests {
         o.insert(DhcpOption::ServerIdentifier(Ipv4Addr::new(10, 0, 2, 2)));
         o.insert(DhcpOption::SubnetMask(Ipv4Addr::new(255, 255, 255, 0)));
         o.insert(DhcpOption::Router(vec![Ipv4Addr::new(10, 0, 2, 2)]));
-        o.insert(DhcpOption::DomainNameServer(vec![Ipv4Addr::new(
-            10, 0, 2, 3,
-        )]));
+        o.insert(DhcpOption::DomainNameServer(vec![Ipv4Addr::new(10, 0, 2, 3)]));
         o.insert(DhcpOption::AddressLeaseTime(86400));
         m
     }
@@ -252,22 +224,12 @@ mod tests {
         assert_eq!(d.opts().msg_type(), Some(MessageType::Discover));
         assert!(d.flags().broadcast());
         let ip = Ipv4Addr::new(10, 0, 2, 15);
-        let Action::Send(req) = c.handle(&reply(&c, MessageType::Offer, ip)) else {
-            panic!()
-        };
+        let Action::Send(req) = c.handle(&reply(&c, MessageType::Offer, ip)) else { panic!() };
         assert_eq!(req.opts().msg_type(), Some(MessageType::Request));
-        assert_eq!(
-            req.opts().get(OptionCode::RequestedIpAddress),
-            Some(&DhcpOption::RequestedIpAddress(ip))
-        );
+        assert_eq!(req.opts().get(OptionCode::RequestedIpAddress), Some(&DhcpOption::RequestedIpAddress(ip)));
         // A second offer while requesting is ignored.
-        assert_eq!(
-            c.handle(&reply(&c, MessageType::Offer, Ipv4Addr::new(10, 0, 2, 16))),
-            Action::Ignore
-        );
-        let Action::Bound(l) = c.handle(&reply(&c, MessageType::Ack, ip)) else {
-            panic!()
-        };
+        assert_eq!(c.handle(&reply(&c, MessageType::Offer, Ipv4Addr::new(10, 0, 2, 16))), Action::Ignore);
+        let Action::Bound(l) = c.handle(&reply(&c, MessageType::Ack, ip)) else { panic!() };
         assert_eq!(
             (l.addr, l.prefix, l.router, l.lease_s),
             (ip, 24, Some(Ipv4Addr::new(10, 0, 2, 2)), 86400)
@@ -283,10 +245,7 @@ mod tests {
         other.set_xid(8);
         assert_eq!(c.handle(&other), Action::Ignore);
         c.handle(&reply(&c, MessageType::Offer, Ipv4Addr::new(1, 2, 3, 4)));
-        assert_eq!(
-            c.handle(&reply(&c, MessageType::Nak, Ipv4Addr::UNSPECIFIED)),
-            Action::Restart
-        );
+        assert_eq!(c.handle(&reply(&c, MessageType::Nak, Ipv4Addr::UNSPECIFIED)), Action::Restart);
         assert_eq!(c.state, State::Selecting);
         // Round trip through the wire format.
         let bytes = c.discover().to_vec().unwrap();

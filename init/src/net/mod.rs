@@ -20,36 +20,23 @@ fn parse_mac(s: &str) -> [u8; 6] {
 
 /// Current links with their addresses (for /status).
 pub fn links() -> Vec<Link> {
-    Netlink::open()
-        .and_then(|mut n| n.links())
-        .unwrap_or_default()
+    Netlink::open().and_then(|mut n| n.links()).unwrap_or_default()
 }
 
 fn pick<'a>(links: &'a [Link], iface: &Option<String>) -> Result<&'a Link> {
     match iface {
         Some(name) => links.iter().find(|l| &l.name == name).with_context(|| {
-            let names: Vec<_> = links
-                .iter()
-                .filter(|l| l.ethernet)
-                .map(|l| l.name.as_str())
-                .collect();
+            let names: Vec<_> = links.iter().filter(|l| l.ethernet).map(|l| l.name.as_str()).collect();
             format!("interface {name} not found (have: {})", names.join(", "))
         }),
-        None => links
-            .iter()
-            .find(|l| l.ethernet)
-            .context("no Ethernet interface found"),
+        None => links.iter().find(|l| l.ethernet).context("no Ethernet interface found"),
     }
 }
 
 fn wait_carrier(nl: &mut Netlink, index: u32) {
     let t = Instant::now();
     while t.elapsed() < Duration::from_secs(5) {
-        if nl
-            .links()
-            .ok()
-            .and_then(|ls| ls.into_iter().find(|l| l.index == index))
-            .is_some_and(|l| l.carrier)
+        if nl.links().ok().and_then(|ls| ls.into_iter().find(|l| l.index == index)).is_some_and(|l| l.carrier)
         {
             return;
         }
@@ -84,19 +71,10 @@ fn dhcp(link: &Link) -> Result<()> {
     let lease = dhcp::acquire(&link.name, parse_mac(&link.mac), Duration::from_secs(60))?;
     apply_static(&mut nl, link, lease.addr, lease.prefix, lease.router)?;
     if !lease.dns.is_empty() {
-        let conf: String = lease
-            .dns
-            .iter()
-            .map(|d| format!("nameserver {d}\n"))
-            .collect();
+        let conf: String = lease.dns.iter().map(|d| format!("nameserver {d}\n")).collect();
         let _ = std::fs::write("/etc/resolv.conf", conf);
     }
-    log::info!(
-        "network: DHCP lease on {} from {} for {}s",
-        link.name,
-        lease.server,
-        lease.lease_s
-    );
+    log::info!("network: DHCP lease on {} from {} for {}s", link.name, lease.server, lease.lease_s);
     Ok(())
 }
 
@@ -116,15 +94,8 @@ pub fn configure(ips: &[IpConfig]) -> Vec<String> {
     let mut dhcp_links = Vec::new();
     for ip in ips {
         match ip {
-            IpConfig::Static {
-                addr,
-                prefix,
-                gateway,
-                hostname,
-                iface,
-            } => {
-                let r = pick(&links, iface)
-                    .and_then(|l| apply_static(&mut nl, l, *addr, *prefix, *gateway));
+            IpConfig::Static { addr, prefix, gateway, hostname, iface } => {
+                let r = pick(&links, iface).and_then(|l| apply_static(&mut nl, l, *addr, *prefix, *gateway));
                 if let Err(e) = r {
                     problems.push(format!("ip={addr}: {e:#}"));
                 }
@@ -148,9 +119,7 @@ pub fn configure(ips: &[IpConfig]) -> Vec<String> {
     // DHCP on all chosen links in parallel; one failing link is a problem, not a stop.
     let handles: Vec<_> = dhcp_links
         .into_iter()
-        .map(|l| {
-            std::thread::spawn(move || dhcp(&l).map_err(|e| format!("dhcp on {}: {e:#}", l.name)))
-        })
+        .map(|l| std::thread::spawn(move || dhcp(&l).map_err(|e| format!("dhcp on {}: {e:#}", l.name))))
         .collect();
     for h in handles {
         if let Ok(Err(e)) = h.join() {

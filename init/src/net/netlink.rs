@@ -35,17 +35,12 @@ impl Netlink {
     pub fn open() -> Result<Self> {
         let mut sock = Socket::new(NETLINK_ROUTE).context("opening a netlink socket")?;
         sock.bind_auto().context("binding the netlink socket")?;
-        sock.connect(&SocketAddr::new(0, 0))
-            .context("connecting the netlink socket")?;
+        sock.connect(&SocketAddr::new(0, 0)).context("connecting the netlink socket")?;
         Ok(Netlink { sock, seq: 0 })
     }
 
     /// Sends one request and collects the replies until ACK/DONE; an error reply fails.
-    fn request(
-        &mut self,
-        msg: RouteNetlinkMessage,
-        flags: u16,
-    ) -> Result<Vec<RouteNetlinkMessage>> {
+    fn request(&mut self, msg: RouteNetlinkMessage, flags: u16) -> Result<Vec<RouteNetlinkMessage>> {
         self.seq += 1;
         let mut hdr = NetlinkHeader::default();
         hdr.flags = NLM_F_REQUEST | flags;
@@ -58,10 +53,7 @@ impl Netlink {
         let mut out = Vec::new();
         let mut rx = vec![0u8; 65536];
         loop {
-            let n = self
-                .sock
-                .recv(&mut &mut rx[..], 0)
-                .context("netlink recv")?;
+            let n = self.sock.recv(&mut &mut rx[..], 0).context("netlink recv")?;
             let mut off = 0;
             while off < n {
                 let m: NetlinkMessage<RouteNetlinkMessage> =
@@ -90,10 +82,7 @@ impl Netlink {
     }
 
     pub fn links(&mut self) -> Result<Vec<Link>> {
-        let replies = self.request(
-            RouteNetlinkMessage::GetLink(LinkMessage::default()),
-            NLM_F_DUMP,
-        )?;
+        let replies = self.request(RouteNetlinkMessage::GetLink(LinkMessage::default()), NLM_F_DUMP)?;
         let mut links = Vec::new();
         for r in replies {
             let RouteNetlinkMessage::NewLink(l) = r else {
@@ -112,21 +101,14 @@ impl Netlink {
                 match a {
                     LinkAttribute::IfName(n) => link.name = n,
                     LinkAttribute::Address(m) => {
-                        link.mac = m
-                            .iter()
-                            .map(|b| format!("{b:02x}"))
-                            .collect::<Vec<_>>()
-                            .join(":")
+                        link.mac = m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
                     }
                     _ => {}
                 }
             }
             links.push(link);
         }
-        let addrs = self.request(
-            RouteNetlinkMessage::GetAddress(AddressMessage::default()),
-            NLM_F_DUMP,
-        )?;
+        let addrs = self.request(RouteNetlinkMessage::GetAddress(AddressMessage::default()), NLM_F_DUMP)?;
         for r in addrs {
             let RouteNetlinkMessage::NewAddress(a) = r else {
                 continue;
@@ -135,8 +117,7 @@ impl Netlink {
                 AddressAttribute::Address(ip) => Some(*ip),
                 _ => None,
             });
-            if let (Some(ip), Some(l)) = (ip, links.iter_mut().find(|l| l.index == a.header.index))
-            {
+            if let (Some(ip), Some(l)) = (ip, links.iter_mut().find(|l| l.index == a.header.index)) {
                 l.addresses.push(format!("{ip}/{}", a.header.prefix_len));
             }
         }
@@ -160,23 +141,13 @@ impl Netlink {
         m.header.prefix_len = prefix;
         m.header.index = index;
         m.attributes.push(AddressAttribute::Local(IpAddr::V4(addr)));
-        m.attributes
-            .push(AddressAttribute::Address(IpAddr::V4(addr)));
-        let bits = if prefix == 0 {
-            0
-        } else {
-            u32::MAX << (32 - prefix)
-        };
+        m.attributes.push(AddressAttribute::Address(IpAddr::V4(addr)));
+        let bits = if prefix == 0 { 0 } else { u32::MAX << (32 - prefix) };
         let bcast = Ipv4Addr::from(u32::from(addr) | !bits);
         m.attributes.push(AddressAttribute::Broadcast(bcast));
-        match self.request(
-            RouteNetlinkMessage::NewAddress(m),
-            NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
-        ) {
+        match self.request(RouteNetlinkMessage::NewAddress(m), NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL) {
             Err(e) if e.to_string().contains("exists") => Ok(()),
-            r => r
-                .map(|_| ())
-                .with_context(|| format!("adding {addr}/{prefix} to link {index}")),
+            r => r.map(|_| ()).with_context(|| format!("adding {addr}/{prefix} to link {index}")),
         }
     }
 
@@ -187,17 +158,11 @@ impl Netlink {
         m.header.protocol = RouteProtocol::Boot;
         m.header.scope = RouteScope::Universe;
         m.header.kind = RouteType::Unicast;
-        m.attributes
-            .push(RouteAttribute::Gateway(RouteAddress::Inet(gateway)));
+        m.attributes.push(RouteAttribute::Gateway(RouteAddress::Inet(gateway)));
         m.attributes.push(RouteAttribute::Oif(index));
-        match self.request(
-            RouteNetlinkMessage::NewRoute(m),
-            NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
-        ) {
+        match self.request(RouteNetlinkMessage::NewRoute(m), NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL) {
             Err(e) if e.to_string().contains("exists") => Ok(()),
-            r => r
-                .map(|_| ())
-                .with_context(|| format!("adding default route via {gateway}")),
+            r => r.map(|_| ()).with_context(|| format!("adding default route via {gateway}")),
         }
     }
 }
