@@ -14,6 +14,25 @@ struct Args {
 enum Cmd {
     Inventory(Inventory),
     Cmdline(CmdlineCmd),
+    Receive(Receive),
+}
+
+/// Receive disks from `ferry send` into block devices or image files on this host.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "receive")]
+struct Receive {
+    /// ADDR:PORT to listen on (default 0.0.0.0:8703)
+    #[argh(option, default = "String::from(\"0.0.0.0:8703\")")]
+    listen: String,
+    /// the one-time token the sender must prove it knows (or set FERRY_TOKEN)
+    #[argh(option)]
+    token: Option<String>,
+    /// a block device or image file to write; repeat in target order
+    #[argh(option)]
+    target: Vec<String>,
+    /// where resume state and hash logs live (default /var/lib/ferry/receive)
+    #[argh(option, default = "String::from(\"/var/lib/ferry/receive\")")]
+    state_dir: String,
 }
 
 /// List the block devices that could be migration targets.
@@ -40,6 +59,7 @@ pub fn main() -> i32 {
     let r = match args.cmd {
         Cmd::Inventory(i) => inventory(i),
         Cmd::Cmdline(c) => cmdline(c),
+        Cmd::Receive(r) => receive(r),
     };
     match r {
         Ok(code) => code,
@@ -77,4 +97,34 @@ fn cmdline(c: CmdlineCmd) -> anyhow::Result<i32> {
     let (cfg, problems) = crate::cmdline::parse(&line);
     println!("{}", serde_json::to_string_pretty(&serde_json::json!({"config": cfg, "problems": problems}))?);
     Ok(if problems.is_empty() { 0 } else { 2 })
+}
+
+fn receive(r: Receive) -> anyhow::Result<i32> {
+    use anyhow::Context;
+    use ferry_replicator::receiver::{Receiver, TargetSpec};
+    let token = r
+        .token
+        .or_else(|| std::env::var("FERRY_TOKEN").ok())
+        .context("--token (or FERRY_TOKEN) is required")?;
+    anyhow::ensure!(!r.target.is_empty(), "at least one --target is required");
+    let targets = r
+        .target
+        .iter()
+        .map(|t| {
+            let p = std::path::PathBuf::from(t);
+            let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| t.clone());
+            TargetSpec { path: p, name, serial: String::new() }
+        })
+        .collect();
+    let rx = Receiver::new(token, targets, r.state_dir.into())?;
+    let listener =
+        std::net::TcpListener::bind(&r.listen).with_context(|| format!("listening on {}", r.listen))?;
+    eprintln!(
+        "ferry-init: receiving on {} (TLS fingerprint {})",
+        listener.local_addr()?,
+        rx.identity.fingerprint
+    );
+    rx.serve(&listener)?;
+    eprintln!("ferry-init: finalized pass received");
+    Ok(0)
 }

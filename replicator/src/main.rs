@@ -1,18 +1,199 @@
-//! `ferry`: the source-side CLI. Sending disks arrives with the replication work.
+//! `ferry`: the source-side CLI. `ferry send` streams disks to the appliance; `ferry map` shows
+//! what would be sent.
 
+use anyhow::{Context, Result};
 use argh::FromArgs;
+use ferry_replicator::progress::Style;
+use ferry_replicator::{layout, sender};
 
 /// ferry: move a Linux server onto a fresh KVM virtual machine.
 #[derive(FromArgs)]
 struct Args {
-    /// print the version
+    #[argh(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand)]
+enum Cmd {
+    Send(Send),
+    Map(Map),
+}
+
+/// Send disks to a ferry appliance (or `ferry-init receive`).
+#[derive(FromArgs)]
+#[argh(subcommand, name = "send")]
+struct Send {
+    /// receiver HOST[:PORT] (port 8703 by default)
+    #[argh(option)]
+    to: String,
+    /// the one-time token the appliance was booted with (or set FERRY_TOKEN)
+    #[argh(option)]
+    token: Option<String>,
+    /// SRC[=TARGET]: a block device or image file, and the target by name (vda), serial or
+    /// index (#0); repeatable; default: the disk holding /
+    #[argh(option)]
+    disk: Vec<String>,
+    /// compression 0..10 (0 = off, 1 = fast zstd, 10 = strongest); default 1
+    #[argh(option, default = "1")]
+    compress: u8,
+    /// bandwidth limit in Mbit/s
+    #[argh(option)]
+    bwlimit: Option<f64>,
+    /// have the receiver re-read and check everything it wrote
     #[argh(switch)]
-    version: bool,
+    verify: bool,
+    /// leave the appliance waiting for further passes (no conversion yet)
+    #[argh(switch)]
+    no_finalize: bool,
+    /// pin the receiver's certificate (SHA-256 hex shown in its log and /status)
+    #[argh(option)]
+    fingerprint: Option<String>,
+    /// JSON line events and a JSON report on stdout
+    #[argh(switch)]
+    json: bool,
+    /// worker threads for hashing and compression (default: CPUs)
+    #[argh(option)]
+    workers: Option<usize>,
+}
+
+/// Show the partitions, filesystems and byte ranges `ferry send` would read.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "map")]
+struct Map {
+    /// block device or image file
+    #[argh(positional)]
+    source: String,
+    /// print JSON (with every extent)
+    #[argh(switch)]
+    json: bool,
 }
 
 fn main() {
-    let a: Args = argh::from_env();
-    if a.version {
-        println!("ferry {}", env!("CARGO_PKG_VERSION"));
+    env_logger_lite();
+    let args: Args = argh::from_env();
+    let r = match args.cmd {
+        Cmd::Send(s) => send(s),
+        Cmd::Map(m) => map(m),
+    };
+    match r {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("ferry: error: {e:#}");
+            std::process::exit(1);
+        }
     }
+}
+
+/// Minimal stderr logger for the CLI.
+fn env_logger_lite() {
+    struct L;
+    impl log::Log for L {
+        fn enabled(&self, m: &log::Metadata) -> bool {
+            m.level() <= log::max_level()
+        }
+        fn log(&self, r: &log::Record) {
+            if self.enabled(r.metadata()) {
+                let lvl = match r.level() {
+                    log::Level::Error => "error: ",
+                    log::Level::Warn => "warning: ",
+                    _ => "",
+                };
+                eprintln!("ferry: {lvl}{}", r.args());
+            }
+        }
+        fn flush(&self) {}
+    }
+    let _ = log::set_logger(&L);
+    log::set_max_level(if std::env::var_os("FERRY_DEBUG").is_some() {
+        log::LevelFilter::Debug
+    } else {
+        log::LevelFilter::Info
+    });
+}
+
+fn send(a: Send) -> Result<i32> {
+    let token = a
+        .token
+        .or_else(|| std::env::var("FERRY_TOKEN").ok())
+        .context("--token (or FERRY_TOKEN) is required")?;
+    anyhow::ensure!(a.compress <= 10, "--compress must be 0..10, got {}", a.compress);
+    let disks = if a.disk.is_empty() {
+        vec![(sender::source::system_disk()?, String::new())]
+    } else {
+        a.disk
+            .iter()
+            .map(|d| match d.split_once('=') {
+                Some((s, t)) => (s.to_string(), t.to_string()),
+                None => (d.clone(), String::new()),
+            })
+            .collect()
+    };
+    let workers =
+        a.workers.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    let o = sender::Options {
+        to: a.to,
+        token,
+        disks,
+        compress: a.compress,
+        bwlimit_mbit: a.bwlimit,
+        verify: a.verify,
+        finalize: !a.no_finalize,
+        fingerprint: a.fingerprint,
+        style: Style::detect(a.json),
+        workers,
+    };
+    let rep = sender::send(&o)?;
+    if a.json {
+        println!("{}", serde_json::json!({"event": "report", "report": rep}));
+    } else {
+        for d in &rep.disks {
+            eprintln!(
+                "ferry: {} → {}: {} mode, {} of {} bytes considered, {} sent as data, {} as zero ranges, {} on the wire, {:.1}s{}",
+                d.source,
+                d.target,
+                d.mode,
+                d.extent_bytes,
+                d.source_size,
+                d.bytes_sent,
+                d.zero_bytes,
+                d.wire_bytes,
+                d.seconds,
+                match d.verified {
+                    Some(true) => ", verified",
+                    _ => "",
+                }
+            );
+            if d.mode == "Delta" {
+                eprintln!("ferry:   delta: compared {} bytes, sent {}", d.bytes_compared, d.bytes_sent);
+            }
+        }
+        eprintln!("ferry: receiver: {}", rep.receiver_report);
+    }
+    Ok(if rep.ok { 0 } else { 3 })
+}
+
+fn map(m: Map) -> Result<i32> {
+    let f = sender::source::open(&m.source)?;
+    let l = layout::analyze(&f)?;
+    if m.json {
+        let mut v = serde_json::to_value(&l)?;
+        v["extents"] = serde_json::to_value(l.extents.ranges())?;
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(0);
+    }
+    println!("{}: {} bytes, partition table: {}", m.source, l.size, l.table);
+    for p in &l.parts {
+        println!("  part {:>2} {:>14}..{:<14} {:<8} free {}", p.number, p.start, p.end, p.fs, p.free_bytes);
+    }
+    println!(
+        "  to read: {} bytes in {} extents (last used byte {})",
+        l.extent_bytes,
+        l.extents.ranges().len(),
+        l.last_used
+    );
+    for n in &l.notes {
+        println!("  note: {n}");
+    }
+    Ok(0)
 }

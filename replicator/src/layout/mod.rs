@@ -1,0 +1,166 @@
+//! What to send of a source disk: the partition table (GPT or MBR with logical partitions) and,
+//! per partition, the free space its filesystem proves unused (ext2/3/4 bitmaps, XFS bnobt,
+//! swap: all but the header page). Everything else is sent — partition headers, the MBR gap,
+//! BIOS boot partitions, EBRs, GPT backup area, unknown filesystems — and the sender turns
+//! all-zero blocks into ranges, never data.
+
+pub mod ext;
+pub mod ranges;
+pub mod xfs;
+
+pub use ranges::RangeSet;
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Part {
+    pub number: u32,
+    pub start: u64,
+    pub end: u64,
+    pub fs: String,
+    pub free_bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Layout {
+    pub size: u64,
+    pub table: String,
+    pub parts: Vec<Part>,
+    #[serde(skip)]
+    pub extents: RangeSet,
+    pub extent_bytes: u64,
+    pub last_used: u64,
+    pub notes: Vec<String>,
+}
+
+/// Size of a file or block device opened for reading.
+pub fn size_of(f: &File) -> Result<u64> {
+    use std::io::{Seek, SeekFrom};
+    let mut f = f;
+    Ok(f.seek(SeekFrom::End(0))?)
+}
+
+fn read_at(f: &File, off: u64, len: usize) -> Vec<u8> {
+    let mut b = vec![0u8; len];
+    let _ = f.read_exact_at(&mut b, off);
+    b
+}
+
+/// Filesystem free space of the region `[start, end)`, as absolute ranges.
+fn analyze_fs(f: &File, start: u64, end: u64, notes: &mut Vec<String>) -> (String, Vec<(u64, u64)>) {
+    let len = end - start;
+    let head = read_at(f, start, 8192.min(len as usize));
+    let sb = head.get(1024..2048).unwrap_or(&[]);
+    let shift = |v: Vec<(u64, u64)>| v.into_iter().map(|(s, e)| (s + start, e + start)).collect();
+    let res = if ext::is_ext(sb) {
+        ("ext", ext::free(f, start, len))
+    } else if xfs::is_xfs(&head) {
+        ("xfs", xfs::free(f, start, len))
+    } else if head.len() >= 4096 && &head[4086..4096] == b"SWAPSPACE2" {
+        return ("swap".into(), vec![(start + 4096, end)]);
+    } else {
+        return ("unknown".into(), Vec::new());
+    };
+    match res {
+        (kind, Ok(free)) => {
+            notes.extend(free.notes);
+            (kind.into(), shift(free.ranges))
+        }
+        (kind, Err(e)) => {
+            notes.push(format!("{kind} at byte {start}: {e:#}; sending all of it"));
+            (kind.into(), Vec::new())
+        }
+    }
+}
+
+fn gpt_parts(f: &File) -> Option<Vec<(u32, u64, u64)>> {
+    let mut r = f;
+    let gpt = gptman::GPT::find_from(&mut r).ok()?;
+    let ss = gpt.sector_size;
+    Some(
+        gpt.iter()
+            .filter(|(_, p)| p.is_used())
+            .map(|(i, p)| (i, p.starting_lba * ss, (p.ending_lba + 1) * ss))
+            .collect(),
+    )
+}
+
+fn mbr_parts(f: &File) -> Option<Vec<(u32, u64, u64, bool)>> {
+    let mut r = f;
+    let mbr = mbrman::MBR::read_from(&mut r, 512).ok()?;
+    let parts: Vec<_> = mbr
+        .iter()
+        .filter(|(_, p)| p.is_used())
+        .map(|(i, p)| {
+            (
+                i as u32,
+                p.starting_lba as u64 * 512,
+                (p.starting_lba as u64 + p.sectors as u64) * 512,
+                p.is_extended(),
+            )
+        })
+        .collect();
+    (!parts.is_empty()).then_some(parts)
+}
+
+/// Analyses a source disk (or image) opened read-only.
+pub fn analyze(f: &File) -> Result<Layout> {
+    let size = size_of(f).context("reading the source size")?;
+    let mut notes = Vec::new();
+    let mut parts = Vec::new();
+    let mut free = Vec::new();
+    let head = read_at(f, 0, 8192.min(size as usize));
+    let whole_fs = xfs::is_xfs(&head) || head.get(1024..2048).is_some_and(ext::is_ext);
+    let (table, last_used) = if let Some(gpt) = gpt_parts(f) {
+        for (n, s, e) in gpt {
+            let (fs, fr) = analyze_fs(f, s, e.min(size), &mut notes);
+            parts.push(Part {
+                number: n,
+                start: s,
+                end: e,
+                fs,
+                free_bytes: RangeSet::from_vec(fr.clone()).total(),
+            });
+            free.extend(fr);
+        }
+        // The backup GPT lives at the very end: everything up to the end is needed.
+        ("gpt".to_string(), size)
+    } else if let Some(mbr) = mbr_parts(f).filter(|_| !whole_fs && head.get(510..512) == Some(&[0x55, 0xaa]))
+    {
+        let mut last = 512;
+        for (n, s, e, extended) in mbr {
+            last = last.max(e.min(size));
+            if extended {
+                // The container holds EBRs and logical partitions (listed on their own).
+                parts.push(Part { number: n, start: s, end: e, fs: "extended".into(), free_bytes: 0 });
+                continue;
+            }
+            let (fs, fr) = analyze_fs(f, s, e.min(size), &mut notes);
+            parts.push(Part {
+                number: n,
+                start: s,
+                end: e,
+                fs,
+                free_bytes: RangeSet::from_vec(fr.clone()).total(),
+            });
+            free.extend(fr);
+        }
+        ("mbr".to_string(), last)
+    } else {
+        let (fs, fr) = analyze_fs(f, 0, size, &mut notes);
+        parts.push(Part {
+            number: 0,
+            start: 0,
+            end: size,
+            fs,
+            free_bytes: RangeSet::from_vec(fr.clone()).total(),
+        });
+        free.extend(fr);
+        ("none".to_string(), size)
+    };
+    let extents = RangeSet::from_vec(vec![(0, last_used)]).subtract(&RangeSet::from_vec(free));
+    Ok(Layout { size, table, parts, extent_bytes: extents.total(), extents, last_used, notes })
+}
