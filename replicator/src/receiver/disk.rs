@@ -9,7 +9,8 @@ use anyhow::{bail, ensure, Context, Result};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-const CHECKPOINT_BYTES: u64 = 64 << 20;
+/// Default checkpoint window: at most this much is resent after an interruption.
+pub const CHECKPOINT_BYTES: u64 = 64 << 20;
 const CHECKPOINT_TIME: Duration = Duration::from_secs(2);
 
 pub struct DiskRx {
@@ -25,6 +26,7 @@ pub struct DiskRx {
     batch: Vec<(u64, u32, Hash)>,
     written: HashMap<u64, Hash>,
     since_checkpoint: u64,
+    checkpoint_bytes: u64,
     last_checkpoint: Instant,
     pub bytes_written: u64,
     pub source_size: u64,
@@ -38,6 +40,7 @@ impl DiskRx {
         state: State,
         mode: Mode,
         source_size: u64,
+        checkpoint_bytes: u64,
     ) -> Result<Self> {
         let mut store = store;
         let (digest, pos) = match mode {
@@ -55,6 +58,7 @@ impl DiskRx {
             batch: Vec::new(),
             written: HashMap::new(),
             since_checkpoint: 0,
+            checkpoint_bytes,
             last_checkpoint: Instant::now(),
             bytes_written: 0,
             source_size,
@@ -169,7 +173,7 @@ impl DiskRx {
     /// Checkpoints when enough data or time has passed since the last one.
     pub fn maybe_checkpoint(&mut self) -> Result<()> {
         if self.batch.is_empty()
-            && (self.since_checkpoint >= CHECKPOINT_BYTES
+            && (self.since_checkpoint >= self.checkpoint_bytes
                 || self.last_checkpoint.elapsed() >= CHECKPOINT_TIME)
         {
             self.checkpoint(false)?;

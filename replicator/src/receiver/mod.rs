@@ -63,6 +63,8 @@ pub struct Receiver {
     pub status: Arc<Mutex<RxStatus>>,
     pub identity: Identity,
     pub finalize: Option<FinalizeHook>,
+    /// Bytes between checkpoints (the most a resumed pass resends).
+    pub checkpoint_bytes: u64,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -81,7 +83,15 @@ impl Receiver {
             state: "waiting".into(),
             ..Default::default()
         }));
-        Ok(Receiver { token, targets, state_dir, status, identity, finalize: None })
+        Ok(Receiver {
+            token,
+            targets,
+            state_dir,
+            status,
+            identity,
+            finalize: None,
+            checkpoint_bytes: disk::CHECKPOINT_BYTES,
+        })
     }
 
     fn set(&self, f: impl FnOnce(&mut RxStatus)) {
@@ -344,7 +354,15 @@ impl Receiver {
                 _ => state::State { source_id: sid, plan_hash: ph, ..Default::default() },
             };
             st.complete = false;
-            let r = DiskRx::new(target, info.name.clone(), store, st.clone(), mode, d.source_size)?;
+            let r = DiskRx::new(
+                target,
+                info.name.clone(),
+                store,
+                st.clone(),
+                mode,
+                d.source_size,
+                self.checkpoint_bytes,
+            )?;
             log::info!("receiver: {} → {} ({:?})", d.source, info.name, mode);
             rx.push(r);
             starts.push(DiskStart { target: info.clone(), mode });

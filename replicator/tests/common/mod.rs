@@ -1,0 +1,204 @@
+//! Helpers for host-mode tests: real images made with mkfs/sgdisk/sfdisk, loop devices and
+//! mounts as guards, a receiver on loopback, and byte-exact comparisons.
+#![allow(dead_code)]
+
+use ferry_replicator::layout;
+use ferry_replicator::progress::Style;
+use ferry_replicator::receiver::{Outcome, Receiver, RxStatus, TargetSpec};
+use ferry_replicator::sender::{self, Options, Report};
+use std::net::{SocketAddr, TcpListener};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::mpsc::{channel, Receiver as Rx};
+use std::sync::{Arc, Mutex};
+
+pub const MIB: u64 = 1 << 20;
+pub const TOKEN: &str = "test-token-0123456789";
+
+pub fn sh(cmd: &str) -> String {
+    let out = Command::new("bash").arg("-c").arg(cmd).output().expect("bash");
+    assert!(
+        out.status.success(),
+        "`{cmd}` failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A loop device over a byte range of an image; detached on drop.
+pub struct Loop(pub String);
+impl Loop {
+    pub fn new(img: &Path, offset: u64, size: u64) -> Self {
+        let dev = sh(&format!("losetup -f --show -o {offset} --sizelimit {size} {}", img.display()));
+        Loop(dev.trim().to_string())
+    }
+}
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").args(["-d", &self.0]).status();
+    }
+}
+
+/// A mount; unmounted on drop.
+pub struct Mnt(pub PathBuf);
+impl Mnt {
+    pub fn new(dev: &str, dir: &Path) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        sh(&format!("mount {dev} {}", dir.display()));
+        Mnt(dir.to_path_buf())
+    }
+}
+impl Drop for Mnt {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// Deterministic pseudo-random bytes.
+pub fn prng(seed: u64, n: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
+    let mut v = Vec::with_capacity(n + 8);
+    while v.len() < n {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.truncate(n);
+    v
+}
+
+/// Fills `dir` with ~`mib` MiB of mixed files: text, binaries, random, zeros. Returns the file count.
+pub fn fill(dir: &Path, seed: u64, mib: u64) -> usize {
+    let mut n = 0;
+    let mut total = 0u64;
+    let words = "the quick brown ferry carries blocks across the network to a new machine ";
+    let bins: Vec<PathBuf> = std::fs::read_dir("/usr/bin")
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_file())
+        .take(200)
+        .collect();
+    while total < mib * MIB {
+        let kind = n % 4;
+        let size = 4096 + (prng(seed + n as u64, 8)[0] as u64) * 2048;
+        let data = match kind {
+            0 => words.repeat((size as usize / words.len()) + 1).into_bytes()[..size as usize].to_vec(),
+            1 => std::fs::read(&bins[n % bins.len()]).unwrap_or_else(|_| prng(seed, size as usize)),
+            2 => prng(seed * 1000 + n as u64, size as usize),
+            _ => vec![0u8; size as usize],
+        };
+        let sub = dir.join(format!("d{}", n % 16));
+        std::fs::create_dir_all(&sub).unwrap();
+        std::fs::write(sub.join(format!("f{n}")), &data).unwrap();
+        total += data.len() as u64;
+        n += 1;
+    }
+    n
+}
+
+/// A target file of `size` bytes filled with garbage.
+pub fn garbage(path: &Path, size: u64) {
+    let f = std::fs::File::create(path).unwrap();
+    f.set_len(size).unwrap();
+    let block = prng(0xfeed, MIB as usize);
+    let mut off = 0;
+    while off < size {
+        let n = MIB.min(size - off) as usize;
+        f.write_all_at(&block[..n], off).unwrap();
+        off += MIB;
+    }
+}
+
+pub fn file_hash(path: &Path) -> [u8; 32] {
+    let data = std::fs::read(path).unwrap();
+    *blake3::hash(&data).as_bytes()
+}
+
+pub struct Rcv {
+    pub addr: SocketAddr,
+    pub status: Arc<Mutex<RxStatus>>,
+    pub outcomes: Rx<Result<Outcome, String>>,
+    pub fingerprint: String,
+}
+
+/// A receiver on 127.0.0.1 that runs sessions until the test ends.
+pub fn receiver(targets: &[&Path], state: &Path, checkpoint: Option<u64>) -> Rcv {
+    let specs = targets
+        .iter()
+        .map(|p| TargetSpec {
+            path: p.to_path_buf(),
+            name: p.file_name().unwrap().to_string_lossy().into(),
+            serial: String::new(),
+        })
+        .collect();
+    let mut rx = Receiver::new(TOKEN.into(), specs, state.to_path_buf()).unwrap();
+    if let Some(c) = checkpoint {
+        rx.checkpoint_bytes = c;
+    }
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let status = rx.status.clone();
+    let fingerprint = rx.identity.fingerprint.clone();
+    let (tx, outcomes) = channel();
+    std::thread::spawn(move || loop {
+        let Ok((s, peer)) = l.accept() else { return };
+        let r = rx.session(s, peer).map_err(|e| format!("{e:#}"));
+        if tx.send(r).is_err() {
+            return;
+        }
+    });
+    Rcv { addr, status, outcomes, fingerprint }
+}
+
+pub fn opts(to: SocketAddr, disks: &[(&Path, &str)]) -> Options {
+    Options {
+        to: to.to_string(),
+        token: TOKEN.into(),
+        disks: disks.iter().map(|(p, t)| (p.display().to_string(), t.to_string())).collect(),
+        compress: 1,
+        bwlimit_mbit: None,
+        verify: true,
+        finalize: true,
+        fingerprint: None,
+        style: Style::Quiet,
+        workers: 2,
+    }
+}
+
+pub fn send(o: &Options) -> anyhow::Result<Report> {
+    sender::send(o)
+}
+
+/// Every byte the source's layout says is used is equal on the target.
+pub fn assert_extents_equal(src: &Path, tgt: &Path) {
+    let s = std::fs::File::open(src).unwrap();
+    let t = std::fs::File::open(tgt).unwrap();
+    let l = layout::analyze(&s).unwrap();
+    let mut a = vec![0u8; MIB as usize];
+    let mut b = vec![0u8; MIB as usize];
+    for &(start, end) in l.extents.ranges() {
+        let mut off = start;
+        while off < end {
+            let n = MIB.min(end - off) as usize;
+            s.read_exact_at(&mut a[..n], off).unwrap();
+            t.read_exact_at(&mut b[..n], off).unwrap();
+            assert!(a[..n] == b[..n], "target differs from source in [{off}, {})", off + n as u64);
+            off += n as u64;
+        }
+    }
+}
+
+/// Partition start/size in bytes from sfdisk's JSON.
+pub fn partitions(img: &Path) -> Vec<(u64, u64)> {
+    let j: serde_json::Value = serde_json::from_str(&sh(&format!("sfdisk -J {}", img.display()))).unwrap();
+    j["partitiontable"]["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["start"].as_u64().unwrap() * 512, p["size"].as_u64().unwrap() * 512))
+        .collect()
+}
