@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 pub const MAGIC: [u8; 8] = *b"FERRY\0\0\x01";
 pub const VERSION: u32 = 1;
 /// Granularity of hashing, resume and delta comparison.
-pub const BLOCK: u64 = 64 * 1024;
+pub const BLOCK: u64 = 16 * 1024;
 /// Largest data piece in one message.
 pub const PIECE: u64 = 1024 * 1024;
 
