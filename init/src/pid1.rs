@@ -4,8 +4,11 @@
 
 use crate::cmdline::{self, After, Config};
 use crate::status::{Shared, State};
-use crate::{coldplug, kmod, mounts, net, reaper, status};
-use std::time::{Duration, Instant};
+use crate::{coldplug, inventory, kmod, mounts, net, reaper, status};
+use anyhow::Context;
+use ferry_replicator::receiver::{Receiver, TargetSpec};
+use std::net::TcpListener;
+use std::time::Duration;
 
 pub fn run() -> ! {
     let mut early = mounts::early();
@@ -68,19 +71,48 @@ fn boot(cfg: &Config, shared: &Shared) -> anyhow::Result<After> {
     job(cfg, shared)
 }
 
-/// The appliance's job. It ends after `ferry.idle` seconds without a sender.
+/// The appliance's job: receive the disks (`ferry.token` required), then follow `ferry.after`.
+/// With `ferry.idle`, the job ends when no sender has connected for that long.
 fn job(cfg: &Config, shared: &Shared) -> anyhow::Result<After> {
-    let start = Instant::now();
-    loop {
-        if let Some(idle) = cfg.idle_s {
-            if start.elapsed() >= Duration::from_secs(idle) {
-                State::set_phase(shared, "idle-timeout");
+    if let Some(idle) = cfg.idle_s {
+        let (shared, after) = (shared.clone(), cfg.after);
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_secs(idle));
+            let rx = shared.lock().unwrap().receiver.clone();
+            if rx.is_none_or(|r| r.lock().unwrap().sessions == 0) {
+                State::set_phase(&shared, "idle-timeout");
                 log::info!("no sender within ferry.idle={idle}s; the job ends");
-                return Ok(cfg.after);
+                finish(after);
             }
-        }
-        std::thread::sleep(Duration::from_millis(250));
+        });
     }
+    let Some(token) = cfg.token.clone() else {
+        State::problem(
+            shared,
+            "no ferry.token on the kernel command line: the receiver is not started".into(),
+        );
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    };
+    let discover = || -> Vec<TargetSpec> {
+        inventory::disks(std::path::Path::new("/sys"))
+            .into_iter()
+            .filter(|d| !d.read_only && d.size_bytes > 0)
+            .map(|d| TargetSpec { path: d.path.into(), name: d.name, serial: d.serial })
+            .collect()
+    };
+    if discover().is_empty() {
+        State::problem(shared, "no writable target disk yet: attach one before sending".into());
+    }
+    let mut rx = Receiver::new(token, Vec::new(), "/run/ferry".into())?;
+    rx.discover = Some(Box::new(discover));
+    shared.lock().unwrap().receiver = Some(rx.status.clone());
+    let listener = TcpListener::bind(cfg.listen).with_context(|| format!("listening on {}", cfg.listen))?;
+    State::set_phase(shared, "receiving");
+    rx.serve(&listener)?;
+    State::set_phase(shared, "done");
+    Ok(cfg.after)
 }
 
 /// Without a hardware RNG the kernel's CRNG may never initialise under emulation, and anything

@@ -12,9 +12,9 @@ pub struct State {
     pub config: Option<Config>,
     pub ready_uptime_s: Option<f64>,
     pub modules_loaded: Vec<String>,
-    pub failed_auth: u64,
-    /// Free-form progress of the running job (transfer, conversion), owned by that stage.
-    pub job: serde_json::Value,
+    /// The receiver's own status (transfer progress, failed authentications), when it runs.
+    #[serde(skip)]
+    pub receiver: Option<Arc<Mutex<ferry_replicator::receiver::RxStatus>>>,
 }
 
 pub type Shared = Arc<Mutex<State>>;
@@ -33,7 +33,13 @@ impl State {
 
 /// The full JSON document: the shared state plus live uptime, network and disks.
 pub fn document(shared: &Shared) -> serde_json::Value {
-    let mut v = serde_json::to_value(&*shared.lock().unwrap()).unwrap_or_default();
+    let (mut v, rx) = {
+        let st = shared.lock().unwrap();
+        (serde_json::to_value(&*st).unwrap_or_default(), st.receiver.clone())
+    };
+    if let Some(rx) = rx {
+        v["receiver"] = serde_json::to_value(&*rx.lock().unwrap()).unwrap_or_default();
+    }
     v["uptime_s"] = serde_json::json!(crate::sysinfo::uptime());
     v["network"] = serde_json::to_value(crate::net::links()).unwrap_or_default();
     v["disks"] =

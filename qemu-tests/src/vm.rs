@@ -205,6 +205,28 @@ impl Vm {
         }
     }
 
+    /// Polls /status until its `phase` is `phase`.
+    pub fn wait_phase(&mut self, port: u16, phase: &str, timeout: Duration) -> Result<serde_json::Value> {
+        let t = Instant::now();
+        loop {
+            let left = timeout.saturating_sub(t.elapsed());
+            let st = self.status(port, left)?;
+            if st["phase"] == phase {
+                return Ok(st);
+            }
+            if t.elapsed() > timeout {
+                bail!(
+                    "{}: phase is {} after {}s, expected {phase}\n{}",
+                    self.name,
+                    st["phase"],
+                    timeout.as_secs(),
+                    self.tail()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// Waits for QEMU to exit by itself (guest poweroff).
     pub fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus> {
         let t = Instant::now();

@@ -26,7 +26,9 @@ fn disks_on_every_bus_and_dhcp() {
         ("AHCI4", Bus::Ahci, 3072 * MIB + 512 * 1024, "ata"),
     ];
     let port = free_port();
-    let mut b = VmBuilder::new("buses").appliance("ip=dhcp ferry.after=wait").forward(port, "", 8080);
+    let mut b = VmBuilder::new("buses")
+        .appliance("ip=dhcp ferry.after=wait ferry.token=qemu-test-token")
+        .forward(port, "", 8080);
     for (serial, bus, size, _) in &disks {
         let p = t.path().join(format!("{serial}.img"));
         sparse_file(&p, *size).unwrap();
@@ -34,8 +36,8 @@ fn disks_on_every_bus_and_dhcp() {
     }
     let mut vm = b.start().unwrap();
     vm.wait_serial("ferry: ready", Duration::from_secs(120)).unwrap();
-    let st = vm.status(port, Duration::from_secs(30)).unwrap();
-    assert_eq!(st["phase"], "ready", "{st:#}");
+    let st = vm.wait_phase(port, "receiving", Duration::from_secs(30)).unwrap();
+    assert_eq!(st["receiver"]["state"], "waiting", "{st:#}");
     assert_eq!(st["problems"].as_array().unwrap().len(), 0, "{:#}", st["problems"]);
     for (serial, _, size, bus) in &disks {
         let d = disk(&st, serial);
@@ -53,22 +55,26 @@ fn disks_on_every_bus_and_dhcp() {
 fn static_ip_problems_and_poweroff() {
     let port = free_port();
     let mut vm = VmBuilder::new("static")
-        .appliance("ip=10.0.2.77::10.0.2.2:255.255.255.0:transit:eth0:none ferry.after=explode ferry.frobnicate=1 ferry.idle=25")
+        .appliance(
+            "ip=10.0.2.77::10.0.2.2:255.255.255.0:transit:eth0:none ferry.token=qemu-test-token ferry.after=explode ferry.frobnicate=1 ferry.idle=25",
+        )
         // Only reachable if the static address is really configured.
         .forward(port, "10.0.2.77", 8080)
         .start()
         .unwrap();
-    let st = vm.status(port, Duration::from_secs(120)).unwrap();
+    let st = vm.wait_phase(port, "receiving", Duration::from_secs(120)).unwrap();
     let eth = st["network"].as_array().unwrap().iter().find(|l| l["name"] == "eth0").expect("eth0");
     assert_eq!(eth["addresses"][0], "10.0.2.77/24", "{eth:#}");
     let problems: Vec<String> =
         st["problems"].as_array().unwrap().iter().map(|p| p.as_str().unwrap().to_string()).collect();
-    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert_eq!(problems.len(), 3, "{problems:?}");
     assert!(
         problems[0].contains("ferry.after=explode") && problems[0].contains("poweroff, reboot or wait"),
         "{problems:?}"
     );
     assert!(problems[1].contains("unknown parameter ferry.frobnicate"), "{problems:?}");
+    // This VM has no disk at all: said, not fatal.
+    assert!(problems[2].contains("no writable target disk"), "{problems:?}");
     assert_eq!(st["config"]["after"], "poweroff");
     // ferry.idle ends the job, and the default ferry.after=poweroff stops the VM by itself.
     let exit = vm.wait_exit(Duration::from_secs(90)).unwrap();

@@ -65,6 +65,8 @@ pub struct Receiver {
     pub finalize: Option<FinalizeHook>,
     /// Bytes between checkpoints (the most a resumed pass resends).
     pub checkpoint_bytes: u64,
+    /// Re-lists the targets at each session (the appliance: disks attached after boot).
+    pub discover: Option<Box<dyn Fn() -> Vec<TargetSpec> + Send + Sync>>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -91,6 +93,7 @@ impl Receiver {
             identity,
             finalize: None,
             checkpoint_bytes: disk::CHECKPOINT_BYTES,
+            discover: None,
         })
     }
 
@@ -119,8 +122,15 @@ impl Receiver {
         }
     }
 
-    fn targets_info(&self) -> Vec<TargetInfo> {
-        self.targets
+    fn specs(&self) -> Vec<TargetSpec> {
+        match &self.discover {
+            Some(d) => d(),
+            None => self.targets.clone(),
+        }
+    }
+
+    fn targets_info(specs: &[TargetSpec]) -> Vec<TargetInfo> {
+        specs
             .iter()
             .map(|t| TargetInfo {
                 name: t.name.clone(),
@@ -164,11 +174,12 @@ impl Receiver {
             );
         }
         log::info!("receiver: {client} at {peer} authenticated");
-        let targets = self.targets_info();
+        let specs = self.specs();
+        let targets = Self::targets_info(&specs);
         let mine = auth::proof(&s.conn, &self.token, Role::Receiver)?;
         write_frame(&mut s, &Msg::Welcome { proof: mine, targets: targets.clone() })?;
         let Msg::Plan { disks, verify } = proto::expect(&mut s, "Plan")? else { unreachable!() };
-        let (mut rx, starts) = match self.check_plan(&disks, &targets) {
+        let (mut rx, starts) = match self.check_plan(&disks, &specs, &targets) {
             Ok(x) => x,
             Err(e) => return self.refuse(&mut s, format!("{e:#}")),
         };
@@ -297,6 +308,7 @@ impl Receiver {
     fn check_plan(
         &self,
         disks: &[DiskPlan],
+        specs: &[TargetSpec],
         targets: &[TargetInfo],
     ) -> Result<(Vec<DiskRx>, Vec<DiskStart>)> {
         anyhow::ensure!(!disks.is_empty(), "the plan names no disk");
@@ -328,7 +340,7 @@ impl Receiver {
         let mut starts = Vec::new();
         for (d, idx) in chosen {
             let info = &targets[idx];
-            let target = Target::open(&self.targets[idx].path)?;
+            let target = Target::open(&specs[idx].path)?;
             if target.size < d.last_used {
                 bail!(
                     "target {} is {} bytes; source {} needs at least {} bytes (its last used byte)",
