@@ -125,6 +125,7 @@ fn receive(r: Receive) -> anyhow::Result<i32> {
         rx.identity.fingerprint
     );
     rx.serve(&listener)?;
-    eprintln!("ferry-init: finalized pass received");
+    let ru = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)?;
+    eprintln!("ferry-init: finalized pass received; peak memory {} KiB", ru.max_rss());
     Ok(0)
 }

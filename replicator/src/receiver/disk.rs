@@ -30,6 +30,8 @@ pub struct DiskRx {
     last_checkpoint: Instant,
     pub bytes_written: u64,
     pub source_size: u64,
+    /// A checkpoint syncing in the background (the transfer goes on meanwhile).
+    syncing: Option<std::thread::JoinHandle<Result<()>>>,
 }
 
 impl DiskRx {
@@ -62,6 +64,7 @@ impl DiskRx {
             last_checkpoint: Instant::now(),
             bytes_written: 0,
             source_size,
+            syncing: None,
         })
     }
 
@@ -170,18 +173,44 @@ impl DiskRx {
         Ok(())
     }
 
-    /// Checkpoints when enough data or time has passed since the last one.
+    /// Checkpoints when enough data or time has passed since the last one. The sync runs in the
+    /// background on a snapshot: everything written before the snapshot is synced before the
+    /// state naming it is written, so the state never claims more than is durable.
     pub fn maybe_checkpoint(&mut self) -> Result<()> {
-        if self.batch.is_empty()
+        if self.syncing.as_ref().is_some_and(|h| h.is_finished()) {
+            self.join_sync()?;
+        }
+        if self.syncing.is_none()
+            && self.batch.is_empty()
             && (self.since_checkpoint >= self.checkpoint_bytes
                 || self.last_checkpoint.elapsed() >= CHECKPOINT_TIME)
         {
-            self.checkpoint(false)?;
+            self.state.durable = self.pos;
+            self.state.blocks = self.digest.blocks;
+            self.state.complete = false;
+            let snapshot = self.state.clone();
+            let target = self.target.file.try_clone().context("cloning the target handle")?;
+            let persister = self.store.persister()?;
+            let name = self.target.path.display().to_string();
+            self.syncing = Some(std::thread::spawn(move || {
+                target.sync_data().with_context(|| format!("syncing {name}"))?;
+                persister.persist(&snapshot)
+            }));
+            self.since_checkpoint = 0;
+            self.last_checkpoint = Instant::now();
         }
         Ok(())
     }
 
+    fn join_sync(&mut self) -> Result<()> {
+        match self.syncing.take() {
+            Some(h) => h.join().map_err(|_| anyhow::anyhow!("checkpoint thread panicked"))?,
+            None => Ok(()),
+        }
+    }
+
     fn checkpoint(&mut self, complete: bool) -> Result<()> {
+        self.join_sync()?;
         self.target.sync()?;
         self.state.durable = self.pos;
         self.state.blocks = self.digest.blocks;
@@ -259,5 +288,14 @@ impl DiskRx {
 
     pub fn position(&self) -> u64 {
         self.pos
+    }
+}
+
+impl Drop for DiskRx {
+    /// A session that ends (even by error) lets its checkpoint finish before the next one loads state.
+    fn drop(&mut self) {
+        if let Err(e) = self.join_sync() {
+            log::warn!("{}: last checkpoint failed: {e:#}", self.name);
+        }
     }
 }

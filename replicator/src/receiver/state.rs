@@ -85,6 +85,27 @@ impl Store {
 
     /// Syncs the hash log, then atomically replaces the state JSON.
     pub fn save(&mut self, st: &State) -> Result<()> {
+        self.persister()?.persist(st)
+    }
+
+    /// What a background checkpoint needs: its own handles on the log and the JSON path.
+    pub fn persister(&self) -> Result<Persister> {
+        let log = match &self.log {
+            Some(l) => Some(l.try_clone().context("cloning the hash log handle")?),
+            None => None,
+        };
+        Ok(Persister { log, json: self.json.clone() })
+    }
+}
+
+/// Makes a state durable: hash log first, then the JSON (write, fsync, rename, fsync dir).
+pub struct Persister {
+    log: Option<File>,
+    json: PathBuf,
+}
+
+impl Persister {
+    pub fn persist(&self, st: &State) -> Result<()> {
         if let Some(l) = &self.log {
             l.sync_data().context("syncing the hash log")?;
         }
