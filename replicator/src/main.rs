@@ -52,6 +52,9 @@ struct Send {
     /// JSON line events and a JSON report on stdout
     #[argh(switch)]
     json: bool,
+    /// freeze the source's mounted filesystems (FIFREEZE) during a finalizing pass
+    #[argh(switch)]
+    freeze: bool,
     /// worker threads for hashing and compression (default: CPUs)
     #[argh(option)]
     workers: Option<usize>,
@@ -142,6 +145,7 @@ fn send(a: Send) -> Result<i32> {
         fingerprint: a.fingerprint,
         style: Style::detect(a.json),
         workers,
+        freeze: a.freeze,
     };
     let rep = sender::send(&o)?;
     if a.json {

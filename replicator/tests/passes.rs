@@ -153,3 +153,36 @@ fn delta_pass_sends_about_what_changed() {
         data
     );
 }
+
+#[test]
+fn frozen_live_source_gives_a_clean_copy() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src.img");
+    sh(&format!("truncate -s 128M {0} && mkfs.ext4 -q -F {0}", src.display()));
+    let dev = Loop::new(&src, 0, 128 * MIB);
+    let m = Mnt::new(&dev.0, &t.path().join("m"));
+    // A busy writer on the mounted source.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (dir, s2) = (m.0.clone(), stop.clone());
+    let writer = std::thread::spawn(move || {
+        let mut i = 0u64;
+        while !s2.load(Ordering::SeqCst) {
+            std::fs::write(dir.join(format!("w{}", i % 64)), prng(i, 256 * 1024)).unwrap();
+            i += 1;
+        }
+        i
+    });
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let tgt = t.path().join("tgt.img");
+    garbage(&tgt, 130 * MIB);
+    let r = receiver(&[&tgt], &t.path().join("state"), None);
+    let mut o = opts(r.addr, &[(Path::new(&dev.0), "")]);
+    o.freeze = true;
+    let rep = send(&o).unwrap();
+    stop.store(true, Ordering::SeqCst);
+    assert!(writer.join().unwrap() > 0);
+    assert_eq!(rep.disks[0].verified, Some(true));
+    drop(m);
+    // The copy is a consistent filesystem even though it was written to during the pass.
+    sh(&format!("e2fsck -fn {}", tgt.display()));
+}

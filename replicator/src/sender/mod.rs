@@ -36,6 +36,8 @@ pub struct Options {
     pub fingerprint: Option<String>,
     pub style: Style,
     pub workers: usize,
+    /// Freeze the sources' mounted filesystems during a finalizing pass.
+    pub freeze: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -102,6 +104,12 @@ fn connect(to: &str) -> Result<TcpStream> {
 
 pub fn send(o: &Options) -> Result<Report> {
     anyhow::ensure!(!o.disks.is_empty(), "nothing to send");
+    let mut frozen = Vec::new();
+    if o.freeze && o.finalize {
+        for (path, _) in &o.disks {
+            frozen.push(source::freeze(path)?);
+        }
+    }
     let mut srcs = Vec::new();
     for (path, sel) in &o.disks {
         let f = source::open(path)?;
@@ -109,8 +117,10 @@ pub fn send(o: &Options) -> Result<Report> {
         for n in &layout.notes {
             log::warn!("{path}: {n}");
         }
-        if let Some(w) = source::mounted_warning(path) {
-            log::warn!("{w}");
+        if frozen.is_empty() {
+            if let Some(w) = source::mounted_warning(path) {
+                log::warn!("{w}");
+            }
         }
         srcs.push((path.clone(), sel.clone(), Arc::new(f), layout));
     }
@@ -170,6 +180,8 @@ pub fn send(o: &Options) -> Result<Report> {
         let r = send_disk(&mut c, o, i as u32, path, f.clone(), layout, start.mode, &start.target.name)?;
         reports.push(r);
     }
+    // The data is all on the receiver: thaw before the (possibly long) finalization.
+    drop(frozen);
     c.send(&Msg::Finish { finalize: o.finalize })?;
     let Msg::Finished { report, ok } = proto::expect(&mut c.s, "Finished")? else { unreachable!() };
     Ok(Report { disks: reports, wire_bytes: c.wire, finalized: o.finalize, receiver_report: report, ok })

@@ -98,3 +98,51 @@ pub fn system_disk() -> Result<String> {
     anyhow::ensure!(Path::new(&p).exists(), "{p} does not exist (pass --disk)");
     Ok(p)
 }
+
+nix::ioctl_readwrite!(fifreeze, b'X', 119, libc::c_int);
+nix::ioctl_readwrite!(fithaw, b'X', 120, libc::c_int);
+
+/// Mounted filesystems of a source, frozen (FIFREEZE) until dropped (FITHAW).
+pub struct Frozen {
+    mounts: Vec<(File, String)>,
+}
+
+impl Frozen {
+    pub fn mountpoints(&self) -> Vec<&str> {
+        self.mounts.iter().map(|(_, m)| m.as_str()).collect()
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        use std::os::fd::AsRawFd;
+        for (f, m) in self.mounts.iter().rev() {
+            let mut arg: libc::c_int = 0;
+            // SAFETY: FITHAW on a directory we opened.
+            match unsafe { fithaw(f.as_raw_fd(), &mut arg) } {
+                Ok(_) => log::info!("thawed {m}"),
+                Err(e) => log::error!("thawing {m} failed: {e}; run `fsfreeze -u {m}`"),
+            }
+        }
+    }
+}
+
+/// Freezes every mounted filesystem on the source disk (or partition) `path`.
+pub fn freeze(path: &str) -> Result<Frozen> {
+    use std::os::fd::AsRawFd;
+    let mut fr = Frozen { mounts: Vec::new() };
+    let Some(dev) = dev_of(path) else { return Ok(fr) };
+    let Some(disk) = disk_of(dev) else { return Ok(fr) };
+    for (d, m) in mounted_devices() {
+        if disk_of(d).as_deref() != Some(&disk) {
+            continue;
+        }
+        let f = File::open(&m).with_context(|| format!("opening mountpoint {m}"))?;
+        let mut arg: libc::c_int = 0;
+        // SAFETY: FIFREEZE on a directory we opened.
+        unsafe { fifreeze(f.as_raw_fd(), &mut arg) }.with_context(|| format!("freezing {m}"))?;
+        log::info!("froze {m} for the final pass");
+        fr.mounts.push((f, m));
+    }
+    Ok(fr)
+}

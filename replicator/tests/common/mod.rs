@@ -166,6 +166,7 @@ pub fn opts(to: SocketAddr, disks: &[(&Path, &str)]) -> Options {
         fingerprint: None,
         style: Style::Quiet,
         workers: 2,
+        freeze: false,
     }
 }
 
