@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod cmdline;
 pub mod coldplug;
+pub mod convert;
 pub mod inventory;
 pub mod kmod;
 pub mod logger;

@@ -1,0 +1,7 @@
+//! Offline conversion of a migrated Linux system so it boots on KVM/virtio. (In progress: the
+//! repartitioning stage is here; inspection, fixes, initramfs and bootloader follow.)
+
+pub mod repart;
+
+#[cfg(test)]
+mod tests;
