@@ -2,6 +2,7 @@
 //! database) and the host subcommands.
 
 pub mod cli;
+pub mod cmd;
 pub mod cmdline;
 pub mod coldplug;
 pub mod convert;

@@ -1,0 +1,260 @@
+//! Network configuration of the migrated system: MAC bindings go (persistent-net udev rules,
+//! `HWADDR=`/`MACADDR=`, netplan `match: macaddress` and `set-name`, networkd `[Match]
+//! MACAddress=`, `hwaddress` lines), static addresses, routes and DNS stay, moved from the old
+//! interface name to the name the new VM's NIC will have. DHCP configurations stay DHCP.
+
+/// Renames interface `old` to `new` in /etc/network/interfaces and drops `hwaddress` bindings.
+pub fn interfaces(text: &str, old: &str, new: &str) -> String {
+    let mut out = String::new();
+    for line in text.split_inclusive('\n') {
+        let t = line.trim_start();
+        if t.starts_with("hwaddress ") {
+            continue;
+        }
+        let words: Vec<&str> = t.split_whitespace().collect();
+        let renames =
+            matches!(words.first(), Some(&("auto" | "allow-hotplug" | "allow-auto" | "iface" | "mapping")));
+        if renames && words.iter().skip(1).any(|w| *w == old || w.starts_with(&format!("{old}:"))) {
+            let indent = &line[..line.len() - t.len()];
+            let mut w2: Vec<String> = Vec::new();
+            for (i, w) in words.iter().enumerate() {
+                let is_name = i >= 1 && (words[0] != "iface" || i == 1);
+                if is_name && *w == old {
+                    w2.push(new.to_string());
+                } else if is_name && w.starts_with(&format!("{old}:")) {
+                    w2.push(format!("{new}{}", &w[old.len()..]));
+                } else {
+                    w2.push(w.to_string());
+                }
+            }
+            out.push_str(indent);
+            out.push_str(&w2.join(" "));
+            if line.ends_with('\n') {
+                out.push('\n');
+            }
+        } else {
+            out.push_str(line);
+        }
+    }
+    out
+}
+
+/// RHEL/SUSE ifcfg: drop MAC bindings, point DEVICE/NAME at the new interface.
+pub fn ifcfg(text: &str, old: &str, new: &str) -> String {
+    let mut out = String::new();
+    for line in text.split_inclusive('\n') {
+        let key = line.split('=').next().unwrap_or("").trim();
+        match key {
+            "HWADDR" | "MACADDR" => continue,
+            "DEVICE" | "NAME" => {
+                let v = line.split_once('=').map(|x| x.1.trim().trim_matches('"')).unwrap_or("");
+                if v == old {
+                    out.push_str(&format!("{key}={new}\n"));
+                    continue;
+                }
+                out.push_str(line);
+            }
+            _ => out.push_str(line),
+        }
+    }
+    out
+}
+
+fn indent(l: &str) -> usize {
+    l.len() - l.trim_start().len()
+}
+
+/// netplan YAML: drops `match:` blocks that bind a MAC and `set-name:`, renames the interface.
+pub fn netplan(text: &str, old: &str, new: &str) -> String {
+    let lines: Vec<&str> = text.split_inclusive('\n').collect();
+    let mut out = String::new();
+    let mut i = 0;
+    while i < lines.len() {
+        let l = lines[i];
+        let t = l.trim();
+        if t == "match:" {
+            // Skip the block if it binds a MAC address.
+            let ind = indent(l);
+            let mut j = i + 1;
+            let mut mac = false;
+            while j < lines.len() && (lines[j].trim().is_empty() || indent(lines[j]) > ind) {
+                mac |= lines[j].trim_start().starts_with("macaddress:");
+                j += 1;
+            }
+            if mac {
+                i = j;
+                continue;
+            }
+        }
+        if t.starts_with("set-name:") {
+            i += 1;
+            continue;
+        }
+        if t == format!("{old}:") {
+            out.push_str(&l.replacen(&format!("{old}:"), &format!("{new}:"), 1));
+        } else {
+            out.push_str(l);
+        }
+        i += 1;
+    }
+    out
+}
+
+/// systemd-networkd .network: `[Match] MACAddress=` becomes `Name=<new>`; `Name=<old>` too.
+pub fn networkd(text: &str, old: &str, new: &str) -> String {
+    let mut out = String::new();
+    let mut in_match = false;
+    let mut named = false;
+    for line in text.split_inclusive('\n') {
+        let t = line.trim();
+        if t.starts_with('[') {
+            in_match = t == "[Match]";
+        }
+        if in_match && (t.starts_with("MACAddress=") || t == format!("Name={old}")) {
+            if !named {
+                out.push_str(&format!("Name={new}\n"));
+                named = true;
+            }
+            continue;
+        }
+        out.push_str(line);
+    }
+    out
+}
+
+/// A udev rules file that only names interfaces by MAC (persistent-net): delete it.
+pub fn is_persistent_net_rules(name: &str, text: &str) -> bool {
+    name.contains("persistent-net")
+        || text
+            .lines()
+            .filter(|l| !l.trim_start().starts_with('#') && !l.trim().is_empty())
+            .all(|l| l.contains("SUBSYSTEM==\"net\"") && l.contains("ATTR{address}") && l.contains("NAME="))
+            && text.lines().any(|l| l.contains("NAME="))
+}
+
+/// A systemd .link file matching a MAC address: the old NIC's name binding.
+pub fn is_mac_link(text: &str) -> bool {
+    text.lines().any(|l| {
+        l.trim_start().starts_with("MACAddress=") || l.trim_start().starts_with("PermanentMACAddress=")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interfaces_static_moves_dhcp_stays() {
+        let before = "\
+source /etc/network/interfaces.d/*
+auto lo
+iface lo inet loopback
+
+auto eth0
+allow-hotplug eth0
+iface eth0 inet static
+    address 192.0.2.10/24
+    gateway 192.0.2.1
+    hwaddress ether 00:16:3e:00:00:01
+    dns-nameservers 192.0.2.53
+iface eth0 inet6 auto
+auto eth0:1
+iface eth0:1 inet static
+    address 192.0.2.11/24
+auto eth1
+iface eth1 inet dhcp
+";
+        let after = "\
+source /etc/network/interfaces.d/*
+auto lo
+iface lo inet loopback
+
+auto ens3
+allow-hotplug ens3
+iface ens3 inet static
+    address 192.0.2.10/24
+    gateway 192.0.2.1
+    dns-nameservers 192.0.2.53
+iface ens3 inet6 auto
+auto ens3:1
+iface ens3:1 inet static
+    address 192.0.2.11/24
+auto eth1
+iface eth1 inet dhcp
+";
+        assert_eq!(interfaces(before, "eth0", "ens3"), after);
+        assert_eq!(interfaces(after, "eth0", "ens3"), after);
+    }
+
+    #[test]
+    fn ifcfg_drops_mac() {
+        let before = "DEVICE=eth0\nHWADDR=00:16:3E:00:00:01\nBOOTPROTO=none\nIPADDR=192.0.2.10\nPREFIX=24\nGATEWAY=192.0.2.1\nDNS1=192.0.2.53\nNAME=\"eth0\"\nONBOOT=yes\n";
+        let after = "DEVICE=ens3\nBOOTPROTO=none\nIPADDR=192.0.2.10\nPREFIX=24\nGATEWAY=192.0.2.1\nDNS1=192.0.2.53\nNAME=ens3\nONBOOT=yes\n";
+        assert_eq!(ifcfg(before, "eth0", "ens3"), after);
+    }
+
+    #[test]
+    fn netplan_drops_match_and_set_name() {
+        let before = "\
+network:
+  version: 2
+  ethernets:
+    eth0:
+      match:
+        macaddress: 00:16:3e:00:00:01
+      set-name: eth0
+      addresses: [192.0.2.10/24]
+      routes:
+        - to: default
+          via: 192.0.2.1
+      nameservers:
+        addresses: [192.0.2.53]
+    eth1:
+      match:
+        driver: ixgbe
+      dhcp4: true
+";
+        let after = "\
+network:
+  version: 2
+  ethernets:
+    ens3:
+      addresses: [192.0.2.10/24]
+      routes:
+        - to: default
+          via: 192.0.2.1
+      nameservers:
+        addresses: [192.0.2.53]
+    eth1:
+      match:
+        driver: ixgbe
+      dhcp4: true
+";
+        assert_eq!(netplan(before, "eth0", "ens3"), after);
+        assert_eq!(netplan(after, "eth0", "ens3"), after);
+    }
+
+    #[test]
+    fn networkd_match_by_mac_becomes_name() {
+        let before = "[Match]\nMACAddress=00:16:3e:00:00:01\n\n[Network]\nAddress=192.0.2.10/24\nGateway=192.0.2.1\nDNS=192.0.2.53\n";
+        let after =
+            "[Match]\nName=ens3\n\n[Network]\nAddress=192.0.2.10/24\nGateway=192.0.2.1\nDNS=192.0.2.53\n";
+        assert_eq!(networkd(before, "eth0", "ens3"), after);
+        assert_eq!(
+            networkd("[Match]\nName=eth0\n[Network]\nDHCP=yes\n", "eth0", "ens3"),
+            "[Match]\nName=ens3\n[Network]\nDHCP=yes\n"
+        );
+        assert!(is_mac_link("[Match]\nMACAddress=00:16:3e:00:00:01\n[Link]\nName=lan0\n"));
+    }
+
+    #[test]
+    fn udev_rules() {
+        let persistent = "# generated\nSUBSYSTEM==\"net\", ACTION==\"add\", DRIVERS==\"?*\", ATTR{address}==\"00:16:3e:5e:6c:01\", KERNEL==\"eth*\", NAME=\"eth0\"\n";
+        assert!(is_persistent_net_rules("70-persistent-net.rules", persistent));
+        assert!(is_persistent_net_rules("99-names.rules", persistent));
+        assert!(!is_persistent_net_rules(
+            "60-disks.rules",
+            "KERNEL==\"sd*\", ATTR{queue/scheduler}=\"none\"\n"
+        ));
+    }
+}

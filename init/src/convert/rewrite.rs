@@ -1,0 +1,221 @@
+//! Pure rewrites of the migrated system's boot and mount configuration: device names (xvd*,
+//! sd*, hd*, vd*, nvme*) → `UUID=` in fstab, crypttab and kernel command lines (`root=`,
+//! `resume=`), and the Xen console (`hvc0`, `xvc0`) → `ttyS0` in GRUB defaults, inittab and
+//! securetty. Each function maps text to text; applying and backups live in `fixes.rs`.
+
+use std::collections::BTreeMap;
+
+/// Old device names → the spec that replaces them (`UUID=…`).
+#[derive(Debug, Default, Clone)]
+pub struct DevMap(pub BTreeMap<String, String>);
+
+const LETTERS: &str = "abcdefghijklmnopqrstuvwxyz";
+
+impl DevMap {
+    /// Adds every name disk number `disk` partition `part` may have had on the old hypervisor.
+    pub fn add(&mut self, disk: usize, part: u32, spec: &str) {
+        let Some(l) = LETTERS.chars().nth(disk) else { return };
+        for prefix in ["xvd", "sd", "hd", "vd"] {
+            self.0.insert(format!("/dev/{prefix}{l}{part}"), spec.to_string());
+        }
+        self.0.insert(format!("/dev/nvme{disk}n1p{part}"), spec.to_string());
+    }
+
+    pub fn get(&self, dev: &str) -> Option<&str> {
+        self.0.get(dev).map(|s| s.as_str())
+    }
+}
+
+/// fstab: the first field of a line, when it is a device name we know.
+pub fn fstab(text: &str, map: &DevMap) -> String {
+    field(text, 0, map)
+}
+
+/// crypttab: the second field (the encrypted device).
+pub fn crypttab(text: &str, map: &DevMap) -> String {
+    field(text, 1, map)
+}
+
+fn field(text: &str, idx: usize, map: &DevMap) -> String {
+    let mut out = String::new();
+    for line in text.split_inclusive('\n') {
+        let trimmed = line.trim_start();
+        if trimmed.starts_with('#') || trimmed.trim().is_empty() {
+            out.push_str(line);
+            continue;
+        }
+        let f: Vec<&str> = trimmed.split_whitespace().collect();
+        match f.get(idx).and_then(|d| map.get(d)) {
+            Some(spec) => {
+                // Keep the rest of the line as it was; swap only that field.
+                let old = f[idx];
+                let pos = line.find(old).unwrap();
+                out.push_str(&line[..pos]);
+                out.push_str(spec);
+                out.push_str(&line[pos + old.len()..]);
+            }
+            None => out.push_str(line),
+        }
+    }
+    out
+}
+
+/// Kernel command line words: `root=`/`resume=` device names → UUID, Xen consoles → ttyS0.
+pub fn cmdline(args: &str, map: &DevMap) -> String {
+    let mut words: Vec<String> = Vec::new();
+    for w in args.split_whitespace() {
+        let w = match w.split_once('=') {
+            Some((k @ ("root" | "resume"), v)) => match map.get(v) {
+                Some(spec) => format!("{k}={spec}"),
+                None => w.to_string(),
+            },
+            Some(("console", v)) => {
+                let (dev, opts) = v.split_once(',').map(|(d, o)| (d, Some(o))).unwrap_or((v, None));
+                if matches!(dev, "hvc0" | "xvc0") {
+                    format!(
+                        "console=ttyS0{}",
+                        opts.map(|o| format!(",{o}")).unwrap_or_else(|| ",115200".into())
+                    )
+                } else {
+                    w.to_string()
+                }
+            }
+            _ => w.to_string(),
+        };
+        if !words.contains(&w) {
+            words.push(w);
+        }
+    }
+    words.join(" ")
+}
+
+/// /etc/default/grub: rewrites the values of GRUB_CMDLINE_LINUX and GRUB_CMDLINE_LINUX_DEFAULT.
+pub fn grub_default(text: &str, map: &DevMap) -> String {
+    let mut out = String::new();
+    for line in text.split_inclusive('\n') {
+        let body = line.trim_end_matches('\n');
+        let rewritten = ["GRUB_CMDLINE_LINUX=", "GRUB_CMDLINE_LINUX_DEFAULT="].iter().find_map(|k| {
+            let v = body.strip_prefix(k)?;
+            let (q, inner) = match v.chars().next() {
+                Some(c @ ('"' | '\'')) => (c.to_string(), v.trim_matches(c)),
+                _ => (String::new(), v),
+            };
+            Some(format!("{k}{q}{}{q}", cmdline(inner, map)))
+        });
+        match rewritten {
+            Some(r) => {
+                out.push_str(&r);
+                if line.ends_with('\n') {
+                    out.push('\n');
+                }
+            }
+            None => out.push_str(line),
+        }
+    }
+    out
+}
+
+/// inittab: gettys on the Xen console move to the serial port.
+pub fn inittab(text: &str) -> String {
+    text.split_inclusive('\n')
+        .map(|l| {
+            if l.trim_start().starts_with('#') {
+                l.to_string()
+            } else {
+                l.replace("hvc0", "ttyS0").replace("xvc0", "ttyS0")
+            }
+        })
+        .collect()
+}
+
+/// securetty: root may log in on ttyS0.
+pub fn securetty(text: &str) -> String {
+    if text.lines().any(|l| l.trim() == "ttyS0") {
+        return text.to_string();
+    }
+    let mut t = text.to_string();
+    if !t.is_empty() && !t.ends_with('\n') {
+        t.push('\n');
+    }
+    t.push_str("ttyS0\n");
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map() -> DevMap {
+        let mut m = DevMap::default();
+        m.add(0, 1, "UUID=1111-aaaa");
+        m.add(0, 2, "UUID=2222-bbbb");
+        m.add(1, 1, "UUID=3333-cccc");
+        m
+    }
+
+    #[test]
+    fn fstab_devices_become_uuids() {
+        let before = "\
+# /etc/fstab: static file system information.
+/dev/xvda2\t/\text4\terrors=remount-ro 0 1
+/dev/xvda1 none swap sw 0 0
+  /dev/sdb1   /srv   xfs   defaults   0 2
+UUID=keep-me /boot ext4 defaults 0 2
+LABEL=data /data ext4 defaults 0 2
+proc /proc proc defaults 0 0
+/dev/xvdc1 /mnt ext4 noauto 0 0
+";
+        let after = "\
+# /etc/fstab: static file system information.
+UUID=2222-bbbb\t/\text4\terrors=remount-ro 0 1
+UUID=1111-aaaa none swap sw 0 0
+  UUID=3333-cccc   /srv   xfs   defaults   0 2
+UUID=keep-me /boot ext4 defaults 0 2
+LABEL=data /data ext4 defaults 0 2
+proc /proc proc defaults 0 0
+/dev/xvdc1 /mnt ext4 noauto 0 0
+";
+        assert_eq!(fstab(before, &map()), after);
+        assert_eq!(fstab(after, &map()), after, "idempotent");
+    }
+
+    #[test]
+    fn crypttab_second_field() {
+        let before = "cryptroot /dev/xvda2 none luks,discard\nswap /dev/nvme0n1p1 /dev/urandom swap\n";
+        let after = "cryptroot UUID=2222-bbbb none luks,discard\nswap UUID=1111-aaaa /dev/urandom swap\n";
+        assert_eq!(crypttab(before, &map()), after);
+    }
+
+    #[test]
+    fn grub_defaults_root_resume_console() {
+        let before = "\
+GRUB_DEFAULT=0
+GRUB_CMDLINE_LINUX_DEFAULT=\"quiet\"
+GRUB_CMDLINE_LINUX=\"console=hvc0 root=/dev/xvda2 resume=/dev/hda1 console=tty0\"
+#GRUB_CMDLINE_LINUX=\"console=hvc0\"
+";
+        let after = "\
+GRUB_DEFAULT=0
+GRUB_CMDLINE_LINUX_DEFAULT=\"quiet\"
+GRUB_CMDLINE_LINUX=\"console=ttyS0,115200 root=UUID=2222-bbbb resume=UUID=1111-aaaa console=tty0\"
+#GRUB_CMDLINE_LINUX=\"console=hvc0\"
+";
+        assert_eq!(grub_default(before, &map()), after);
+        assert_eq!(grub_default(after, &map()), after);
+        assert_eq!(
+            cmdline("console=xvc0,9600n8 root=/dev/vda2", &map()),
+            "console=ttyS0,9600n8 root=UUID=2222-bbbb"
+        );
+    }
+
+    #[test]
+    fn consoles_in_inittab_and_securetty() {
+        let before =
+            "id:2:initdefault:\n1:2345:respawn:/sbin/getty 38400 hvc0\n#x:1:respawn:/sbin/getty xvc0\n";
+        let after =
+            "id:2:initdefault:\n1:2345:respawn:/sbin/getty 38400 ttyS0\n#x:1:respawn:/sbin/getty xvc0\n";
+        assert_eq!(inittab(before), after);
+        assert_eq!(securetty("console\nhvc0"), "console\nhvc0\nttyS0\n");
+        assert_eq!(securetty("ttyS0\n"), "ttyS0\n");
+    }
+}
