@@ -44,6 +44,8 @@ pub struct Config {
     pub debug: bool,
     /// End the job (and follow `after`) when no sender has connected for this many seconds.
     pub idle_s: Option<u64>,
+    /// Grow the last partition and its filesystem to the target disk during conversion.
+    pub grow: bool,
     pub ip: Vec<IpConfig>,
 }
 
@@ -57,6 +59,7 @@ impl Default for Config {
             after: After::Poweroff,
             debug: false,
             idle_s: None,
+            grow: true,
             ip: Vec::new(),
         }
     }
@@ -154,6 +157,13 @@ fn apply(cfg: &mut Config, name: &str, v: Option<&str>) -> Result<(), String> {
                 Some(o) => return Err(format!("expected no value, 1 or 0, got {o:?}")),
             }
         }
+        "grow" => {
+            cfg.grow = match v {
+                None | Some("1") | Some("yes") | Some("true") => true,
+                Some("0") | Some("no") | Some("false") => false,
+                Some(o) => return Err(format!("expected yes or no, got {o:?}")),
+            }
+        }
         "idle" => {
             let s = need(v, "seconds")?;
             let n: u64 = s.parse().map_err(|_| format!("{s:?} is not a number of seconds"))?;
@@ -161,7 +171,7 @@ fn apply(cfg: &mut Config, name: &str, v: Option<&str>) -> Result<(), String> {
         }
         other => {
             return Err(format!(
-                "unknown parameter ferry.{other} (known: token, listen, status, after, idle, debug)"
+                "unknown parameter ferry.{other} (known: token, listen, status, after, idle, grow, debug)"
             ))
         }
     }

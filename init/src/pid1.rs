@@ -107,10 +107,37 @@ fn job(cfg: &Config, shared: &Shared) -> anyhow::Result<After> {
     }
     let mut rx = Receiver::new(token, Vec::new(), "/run/ferry".into())?;
     rx.discover = Some(Box::new(discover));
+    let (sh, grow) = (shared.clone(), cfg.grow);
+    rx.finalize = Some(Box::new(move |targets| {
+        State::set_phase(&sh, "converting");
+        let disks: Vec<std::path::PathBuf> = targets.iter().map(|t| t.path.clone().into()).collect();
+        let opts = crate::convert::Options { grow, workdir: "/run/ferry/convert".into() };
+        let rep = std::panic::catch_unwind(|| crate::convert::run(&disks, &opts)).unwrap_or_else(|_| {
+            crate::convert::Report {
+                error: Some("the converter panicked (see the console)".into()),
+                ..Default::default()
+            }
+        });
+        let json = serde_json::to_value(&rep).unwrap_or_default();
+        {
+            let mut st = sh.lock().unwrap();
+            st.conversion = Some(json.clone());
+            if let Some(e) = &rep.error {
+                st.problems.push(format!("conversion: {e}"));
+            }
+        }
+        State::set_phase(&sh, if rep.ok { "converted" } else { "conversion-failed" });
+        (rep.ok, serde_json::to_string_pretty(&json).unwrap_or_default())
+    }));
     shared.lock().unwrap().receiver = Some(rx.status.clone());
     let listener = TcpListener::bind(cfg.listen).with_context(|| format!("listening on {}", cfg.listen))?;
     State::set_phase(shared, "receiving");
     rx.serve(&listener)?;
+    let failed = shared.lock().unwrap().phase == "conversion-failed";
+    if failed {
+        // Stay reachable so the operator can read /status; never power off a failed job.
+        return Ok(After::Wait);
+    }
     State::set_phase(shared, "done");
     Ok(cfg.after)
 }

@@ -12,6 +12,8 @@ pub struct State {
     pub config: Option<Config>,
     pub ready_uptime_s: Option<f64>,
     pub modules_loaded: Vec<String>,
+    /// The conversion report once conversion has run.
+    pub conversion: Option<serde_json::Value>,
     /// The receiver's own status (transfer progress, failed authentications), when it runs.
     #[serde(skip)]
     pub receiver: Option<Arc<Mutex<ferry_replicator::receiver::RxStatus>>>,

@@ -5,6 +5,7 @@
 //! on two cores time out.
 
 mod accel;
+pub mod fixture;
 mod vm;
 
 pub use vm::{Bus, Disk, Vm, VmBuilder};

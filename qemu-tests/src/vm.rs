@@ -122,6 +122,7 @@ impl VmBuilder {
                 }
                 Bus::Ide => format!("ide-hd,drive={id},serial={}", d.serial),
             };
+            let dev = if n == 0 && self.kernel.is_none() { format!("{dev},bootindex=0") } else { dev };
             c.arg("-device").arg(dev);
         }
         if self.nic {

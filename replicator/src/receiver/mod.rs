@@ -199,16 +199,31 @@ impl Receiver {
                 .collect();
         });
         write_frame(&mut s, &Msg::PlanOk { disks: starts.clone() })?;
-        self.stream(&mut s, &mut rx, verify, &starts)
+        let finalize = self.stream(&mut s, &mut rx, verify)?;
+        // Close the targets (and their exclusive claims) before conversion mounts them.
+        drop(rx);
+        self.set(|st| st.passes_completed += 1);
+        let (ok, report) = if finalize {
+            self.set(|st| st.state = "finalizing".into());
+            match &self.finalize {
+                Some(h) => h(&starts.iter().map(|d| d.target.clone()).collect::<Vec<_>>()),
+                None => (true, "data complete".to_string()),
+            }
+        } else {
+            (true, "pass complete; waiting for more passes".to_string())
+        };
+        self.set(|st| {
+            st.state = if finalize { "finalized".into() } else { "waiting".into() };
+            st.finalized = finalize;
+        });
+        write_frame(&mut s, &Msg::Finished { report, ok })?;
+        std::io::Write::flush(&mut s)?;
+        s.conn.send_close_notify();
+        let _ = std::io::Write::flush(&mut s);
+        Ok(if finalize { Outcome::Finalized } else { Outcome::Pass })
     }
 
-    fn stream(
-        &self,
-        s: &mut ServerStream,
-        rx: &mut [DiskRx],
-        verify: bool,
-        starts: &[DiskStart],
-    ) -> Result<Outcome> {
+    fn stream(&self, s: &mut ServerStream, rx: &mut [DiskRx], verify: bool) -> Result<bool> {
         let disk_of = |d: u32, rx: &mut [DiskRx]| -> Result<usize> {
             let i = d as usize;
             if i >= rx.len() {
@@ -266,27 +281,7 @@ impl Receiver {
                     });
                     write_frame(s, &Msg::DiskDone { result })?;
                 }
-                Msg::Finish { finalize } => {
-                    self.set(|st| st.passes_completed += 1);
-                    let (ok, report) = if finalize {
-                        self.set(|st| st.state = "finalizing".into());
-                        match &self.finalize {
-                            Some(h) => h(&starts.iter().map(|d| d.target.clone()).collect::<Vec<_>>()),
-                            None => (true, "data complete".to_string()),
-                        }
-                    } else {
-                        (true, "pass complete; waiting for more passes".to_string())
-                    };
-                    self.set(|st| {
-                        st.state = if finalize { "finalized".into() } else { "waiting".into() };
-                        st.finalized = finalize;
-                    });
-                    write_frame(s, &Msg::Finished { report, ok })?;
-                    std::io::Write::flush(s)?;
-                    s.conn.send_close_notify();
-                    let _ = std::io::Write::flush(s);
-                    return Ok(if finalize { Outcome::Finalized } else { Outcome::Pass });
-                }
+                Msg::Finish { finalize } => return Ok(finalize),
                 other => bail!("protocol error: unexpected {} during the transfer", other.kind()),
             }
             if last_publish.elapsed() >= Duration::from_millis(500) {

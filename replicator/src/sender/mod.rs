@@ -183,6 +183,8 @@ pub fn send(o: &Options) -> Result<Report> {
     // The data is all on the receiver: thaw before the (possibly long) finalization.
     drop(frozen);
     c.send(&Msg::Finish { finalize: o.finalize })?;
+    // A finalizing pass waits for the conversion, which can take minutes.
+    c.s.sock.set_read_timeout(Some(Duration::from_secs(3600)))?;
     let Msg::Finished { report, ok } = proto::expect(&mut c.s, "Finished")? else { unreachable!() };
     Ok(Report { disks: reports, wire_bytes: c.wire, finalized: o.finalize, receiver_report: report, ok })
 }

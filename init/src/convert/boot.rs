@@ -1,0 +1,165 @@
+//! Boot stage of the conversion: the initramfs rebuilt with the virtio drivers by the system's
+//! own tool (initramfs-tools: modules file + update-initramfs; dracut: --add-drivers now and a
+//! dracut.conf.d file for later rebuilds; SUSE mkinitrd), the best virtio-capable kernel as the
+//! default, the GRUB configuration regenerated with the system's own tool, BIOS boot code
+//! reinstalled, and the UEFI fallback loader ensured.
+
+use super::fixes::Changes;
+use super::inspect::System;
+use super::mount::Tree;
+use crate::cmd;
+use anyhow::{bail, Result};
+use std::path::Path;
+
+pub const DRIVERS: &[&str] =
+    &["virtio", "virtio_ring", "virtio_pci", "virtio_blk", "virtio_scsi", "virtio_net", "nvme"];
+
+fn is_xen_module(l: &str) -> bool {
+    let w = l.trim().replace('_', "-");
+    w.starts_with("xen-") || w.starts_with("xenblk") || w.starts_with("xennet")
+}
+
+/// /etc/initramfs-tools/modules: Xen-only drivers out, virtio in.
+pub fn initramfs_tools_modules(text: &str) -> String {
+    let mut out: String = text.lines().filter(|l| !is_xen_module(l)).map(|l| format!("{l}\n")).collect();
+    for d in DRIVERS {
+        if !text.lines().any(|l| l.trim() == *d) {
+            out.push_str(&format!("{d}\n"));
+        }
+    }
+    out
+}
+
+pub fn initramfs(t: &Tree, sys: &System, c: &mut Changes) -> Result<Vec<String>> {
+    let mut built = Vec::new();
+    let kernels: Vec<&str> = sys.kernels.iter().filter(|k| k.virtio).map(|k| k.version.as_str()).collect();
+    match sys.initramfs.as_str() {
+        "initramfs-tools" => {
+            c.edit(t, "etc/initramfs-tools/modules", initramfs_tools_modules)?;
+            for k in &kernels {
+                cmd::run(Some(&t.root), &["update-initramfs", "-u", "-k", k])?;
+                built.push(format!("/boot/initrd.img-{k}"));
+            }
+        }
+        "dracut" => {
+            let conf = format!("add_drivers+=\" {} \"\n", DRIVERS.join(" "));
+            let p = t.path("etc/dracut.conf.d/90-ferry-virtio.conf");
+            if std::fs::read_to_string(&p).ok().as_deref() != Some(conf.as_str()) {
+                std::fs::create_dir_all(p.parent().unwrap())?;
+                std::fs::write(&p, conf)?;
+                c.files.push("etc/dracut.conf.d/90-ferry-virtio.conf".into());
+            }
+            let drivers = DRIVERS.join(" ");
+            for k in &kernels {
+                let img = if t.path(&format!("boot/initramfs-{k}.img")).exists() || sys.family == "rhel" {
+                    format!("/boot/initramfs-{k}.img")
+                } else {
+                    format!("/boot/initrd.img-{k}")
+                };
+                cmd::run(Some(&t.root), &["dracut", "-f", "--add-drivers", &drivers, &img, k])?;
+                built.push(img);
+            }
+        }
+        "mkinitrd" => {
+            c.edit(t, "etc/sysconfig/kernel", |s| {
+                s.lines()
+                    .map(|l| match l.strip_prefix("INITRD_MODULES=") {
+                        Some(v) => {
+                            let mut m: Vec<String> = v
+                                .trim_matches('"')
+                                .split_whitespace()
+                                .filter(|x| !is_xen_module(x))
+                                .map(String::from)
+                                .collect();
+                            for d in DRIVERS {
+                                if !m.iter().any(|x| x == d) {
+                                    m.push(d.to_string());
+                                }
+                            }
+                            format!("INITRD_MODULES=\"{}\"\n", m.join(" "))
+                        }
+                        None => format!("{l}\n"),
+                    })
+                    .collect()
+            })?;
+            cmd::run(Some(&t.root), &["mkinitrd"])?;
+            built.push("mkinitrd".into());
+        }
+        other => bail!("no supported initramfs tool in the migrated system ({other})"),
+    }
+    Ok(built)
+}
+
+/// The kernel to boot: the newest that supports virtio.
+pub fn best_kernel(sys: &System) -> Option<&str> {
+    sys.kernels.iter().rev().find(|k| k.virtio).map(|k| k.version.as_str())
+}
+
+/// Regenerates grub.cfg, reinstalls BIOS boot code, ensures the UEFI fallback loader.
+pub fn bootloader(t: &Tree, sys: &System, disk: &Path, bios: bool, c: &mut Changes) -> Result<()> {
+    let (mkconfig, cfg, install) = if sys.bootloader == "grub2" {
+        ("grub2-mkconfig", "/boot/grub2/grub.cfg", "grub2-install")
+    } else {
+        ("grub-mkconfig", "/boot/grub/grub.cfg", "grub-install")
+    };
+    // The newest kernel is GRUB's first entry; if it cannot boot on virtio, pick the best one.
+    let newest = sys.kernels.last().map(|k| k.version.as_str());
+    if let (Some(best), Some(newest)) = (best_kernel(sys), newest) {
+        if best != newest {
+            c.notes.push(format!("kernel {newest} lacks virtio drivers; {best} becomes the default"));
+            let entry = format!(
+                "GRUB_DEFAULT=\"Advanced options for {}>{} {}\"",
+                "Debian GNU/Linux", "Debian GNU/Linux, with Linux", best
+            );
+            c.edit(t, "etc/default/grub", |s| {
+                let mut out: String =
+                    s.lines().filter(|l| !l.starts_with("GRUB_DEFAULT=")).map(|l| format!("{l}\n")).collect();
+                out.push_str(&entry);
+                out.push('\n');
+                out
+            })?;
+        }
+    }
+    if bios {
+        let d = disk.display().to_string();
+        cmd::run(Some(&t.root), &[install, "--target=i386-pc", &d])?;
+        c.notes.push(format!("BIOS boot code reinstalled on {d}"));
+    }
+    cmd::run(Some(&t.root), &[mkconfig, "-o", cfg])?;
+    if sys.uefi {
+        let fallback = t.path("boot/efi/EFI/BOOT/BOOTX64.EFI");
+        if !fallback.exists() {
+            let efi = t.path("boot/efi/EFI");
+            let candidates = ["shimx64.efi", "grubx64.efi"];
+            let found = std::fs::read_dir(&efi).ok().and_then(|rd| {
+                rd.flatten().find_map(|v| candidates.iter().map(|f| v.path().join(f)).find(|p| p.exists()))
+            });
+            match found {
+                Some(src) => {
+                    std::fs::create_dir_all(fallback.parent().unwrap())?;
+                    let dir = src.parent().unwrap();
+                    for e in std::fs::read_dir(dir)?.flatten() {
+                        std::fs::copy(e.path(), fallback.parent().unwrap().join(e.file_name()))?;
+                    }
+                    std::fs::copy(&src, &fallback)?;
+                    c.files.push("boot/efi/EFI/BOOT/BOOTX64.EFI".into());
+                }
+                None => bail!("UEFI system without shimx64.efi or grubx64.efi under /boot/efi/EFI"),
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn initramfs_modules_file() {
+        let before = "# List of modules\nxen-blkfront\nxen_netfront\nloop\n";
+        let after = initramfs_tools_modules(before);
+        assert_eq!(after, "# List of modules\nloop\nvirtio\nvirtio_ring\nvirtio_pci\nvirtio_blk\nvirtio_scsi\nvirtio_net\nnvme\n");
+        assert_eq!(initramfs_tools_modules(&after), after);
+    }
+}
