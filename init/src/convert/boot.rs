@@ -19,23 +19,30 @@ fn is_xen_module(l: &str) -> bool {
     w.starts_with("xen-") || w.starts_with("xenblk") || w.starts_with("xennet")
 }
 
-/// /etc/initramfs-tools/modules: Xen-only drivers out, virtio in.
-pub fn initramfs_tools_modules(text: &str) -> String {
+/// /etc/initramfs-tools/modules: Xen-only drivers out, virtio and the root filesystem's driver
+/// in (with `MODULES=list` nothing else gets into the initramfs).
+pub fn initramfs_tools_modules(text: &str, root_fs: &str) -> String {
     let mut out: String = text.lines().filter(|l| !is_xen_module(l)).map(|l| format!("{l}\n")).collect();
-    for d in DRIVERS {
-        if !text.lines().any(|l| l.trim() == *d) {
+    let fs = match root_fs {
+        "ext2" | "ext3" | "ext4" => Some("ext4"),
+        "xfs" => Some("xfs"),
+        "btrfs" => Some("btrfs"),
+        _ => None,
+    };
+    for d in DRIVERS.iter().copied().chain(fs) {
+        if !text.lines().any(|l| l.trim() == d) {
             out.push_str(&format!("{d}\n"));
         }
     }
     out
 }
 
-pub fn initramfs(t: &Tree, sys: &System, c: &mut Changes) -> Result<Vec<String>> {
+pub fn initramfs(t: &Tree, sys: &System, root_fs: &str, c: &mut Changes) -> Result<Vec<String>> {
     let mut built = Vec::new();
     let kernels: Vec<&str> = sys.kernels.iter().filter(|k| k.virtio).map(|k| k.version.as_str()).collect();
     match sys.initramfs.as_str() {
         "initramfs-tools" => {
-            c.edit(t, "etc/initramfs-tools/modules", initramfs_tools_modules)?;
+            c.edit(t, "etc/initramfs-tools/modules", |s| initramfs_tools_modules(s, root_fs))?;
             for k in &kernels {
                 cmd::run(Some(&t.root), &["update-initramfs", "-u", "-k", k])?;
                 built.push(format!("/boot/initrd.img-{k}"));
@@ -158,8 +165,9 @@ mod tests {
     #[test]
     fn initramfs_modules_file() {
         let before = "# List of modules\nxen-blkfront\nxen_netfront\nloop\n";
-        let after = initramfs_tools_modules(before);
-        assert_eq!(after, "# List of modules\nloop\nvirtio\nvirtio_ring\nvirtio_pci\nvirtio_blk\nvirtio_scsi\nvirtio_net\nnvme\n");
-        assert_eq!(initramfs_tools_modules(&after), after);
+        let after = initramfs_tools_modules(before, "ext4");
+        assert_eq!(after, "# List of modules\nloop\nvirtio\nvirtio_ring\nvirtio_pci\nvirtio_blk\nvirtio_scsi\nvirtio_net\nnvme\next4\n");
+        assert_eq!(initramfs_tools_modules(&after, "ext4"), after);
+        assert!(initramfs_tools_modules("ext4\nxen-blkfront\n", "ext4").matches("ext4").count() == 1);
     }
 }

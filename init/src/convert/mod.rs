@@ -192,7 +192,7 @@ fn convert(disks: &[PathBuf], o: &Options, rep: &mut Report) -> Result<()> {
     rep.interfaces = renames;
     fixes::guest_tools(&tree, &sys.family, &mut c)?;
     fixes::caches_and_selinux(&tree, &mut c)?;
-    rep.initramfs = boot::initramfs(&tree, &sys, &mut c)?;
+    rep.initramfs = boot::initramfs(&tree, &sys, &root.fstype, &mut c)?;
     let boot_disk = &disks[root.disk];
     let bios = !sys.uefi && has_bios_boot(boot_disk);
     boot::bootloader(&tree, &sys, boot_disk, bios, &mut c)?;
