@@ -112,19 +112,18 @@ pub fn analyze(f: &File) -> Result<Layout> {
     let mut notes = Vec::new();
     let mut parts = Vec::new();
     let mut free = Vec::new();
+    // One partition (or the whole disk): its filesystem's free space joins `free`.
+    let mut add = |number: u32, start: u64, end: u64, notes: &mut Vec<String>| {
+        let (fs, fr) = analyze_fs(f, start, end.min(size), notes);
+        parts.push(Part { number, start, end, fs, free_bytes: RangeSet::from_vec(fr.clone()).total() });
+        free.extend(fr);
+    };
     let head = read_at(f, 0, 8192.min(size as usize));
     let whole_fs = xfs::is_xfs(&head) || head.get(1024..2048).is_some_and(ext::is_ext);
+    let mut containers = Vec::new();
     let (table, last_used) = if let Some(gpt) = gpt_parts(f) {
         for (n, s, e) in gpt {
-            let (fs, fr) = analyze_fs(f, s, e.min(size), &mut notes);
-            parts.push(Part {
-                number: n,
-                start: s,
-                end: e,
-                fs,
-                free_bytes: RangeSet::from_vec(fr.clone()).total(),
-            });
-            free.extend(fr);
+            add(n, s, e, &mut notes);
         }
         // The backup GPT lives at the very end: everything up to the end is needed.
         ("gpt".to_string(), size)
@@ -135,32 +134,18 @@ pub fn analyze(f: &File) -> Result<Layout> {
             last = last.max(e.min(size));
             if extended {
                 // The container holds EBRs and logical partitions (listed on their own).
-                parts.push(Part { number: n, start: s, end: e, fs: "extended".into(), free_bytes: 0 });
-                continue;
+                containers.push(Part { number: n, start: s, end: e, fs: "extended".into(), free_bytes: 0 });
+            } else {
+                add(n, s, e, &mut notes);
             }
-            let (fs, fr) = analyze_fs(f, s, e.min(size), &mut notes);
-            parts.push(Part {
-                number: n,
-                start: s,
-                end: e,
-                fs,
-                free_bytes: RangeSet::from_vec(fr.clone()).total(),
-            });
-            free.extend(fr);
         }
         ("mbr".to_string(), last)
     } else {
-        let (fs, fr) = analyze_fs(f, 0, size, &mut notes);
-        parts.push(Part {
-            number: 0,
-            start: 0,
-            end: size,
-            fs,
-            free_bytes: RangeSet::from_vec(fr.clone()).total(),
-        });
-        free.extend(fr);
+        add(0, 0, size, &mut notes);
         ("none".to_string(), size)
     };
+    parts.extend(containers);
+    parts.sort_by_key(|p| p.number);
     let extents = RangeSet::from_vec(vec![(0, last_used)]).subtract(&RangeSet::from_vec(free));
     Ok(Layout { size, table, parts, extent_bytes: extents.total(), extents, last_used, notes })
 }
