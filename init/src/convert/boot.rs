@@ -11,8 +11,10 @@ use crate::cmd;
 use anyhow::{bail, Result};
 use std::path::Path;
 
+/// What the initramfs needs to find the root disk on KVM: virtio (blk, and scsi with the SCSI
+/// disk driver, which is not a module dependency of virtio_scsi), NVMe, and the NIC driver.
 pub const DRIVERS: &[&str] =
-    &["virtio", "virtio_ring", "virtio_pci", "virtio_blk", "virtio_scsi", "virtio_net", "nvme"];
+    &["virtio", "virtio_ring", "virtio_pci", "virtio_blk", "virtio_scsi", "sd_mod", "virtio_net", "nvme"];
 
 fn is_xen_module(l: &str) -> bool {
     let w = l.trim().replace('_', "-");
@@ -166,7 +168,7 @@ mod tests {
     fn initramfs_modules_file() {
         let before = "# List of modules\nxen-blkfront\nxen_netfront\nloop\n";
         let after = initramfs_tools_modules(before, "ext4");
-        assert_eq!(after, "# List of modules\nloop\nvirtio\nvirtio_ring\nvirtio_pci\nvirtio_blk\nvirtio_scsi\nvirtio_net\nnvme\next4\n");
+        assert_eq!(after, "# List of modules\nloop\nvirtio\nvirtio_ring\nvirtio_pci\nvirtio_blk\nvirtio_scsi\nsd_mod\nvirtio_net\nnvme\next4\n");
         assert_eq!(initramfs_tools_modules(&after, "ext4"), after);
         assert!(initramfs_tools_modules("ext4\nxen-blkfront\n", "ext4").matches("ext4").count() == 1);
     }

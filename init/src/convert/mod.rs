@@ -44,6 +44,8 @@ pub struct Report {
     pub default_kernel: String,
     pub seconds: f64,
     pub error: Option<String>,
+    /// A second run found nothing to change (the system was converted before).
+    pub already_converted: bool,
 }
 
 /// Finds the root filesystem by mounting candidates read-only.
@@ -192,6 +194,17 @@ fn convert(disks: &[PathBuf], o: &Options, rep: &mut Report) -> Result<()> {
     rep.interfaces = renames;
     fixes::guest_tools(&tree, &sys.family, &mut c)?;
     fixes::caches_and_selinux(&tree, &mut c)?;
+    // Idempotence: a converted system gets no new initramfs, boot code or report.
+    let untouched = c.files.is_empty() && c.removed.is_empty() && c.packages_removed.is_empty();
+    let layout_same = rep.repartition.iter().all(|r| !r.changed);
+    let previous = std::fs::read_to_string(tree.path("var/log/ferry/conversion.json")).unwrap_or_default();
+    if untouched && layout_same && previous.contains("\"ok\": true") {
+        log::info!("convert: the system is already converted; nothing changed");
+        rep.already_converted = true;
+        rep.changes = c;
+        drop(tree);
+        return Ok(());
+    }
     rep.initramfs = boot::initramfs(&tree, &sys, &root.fstype, &mut c)?;
     let boot_disk = &disks[root.disk];
     let bios = !sys.uefi && has_bios_boot(boot_disk);
