@@ -46,6 +46,8 @@ pub struct Config {
     pub idle_s: Option<u64>,
     /// Grow the last partition and its filesystem to the target disk during conversion.
     pub grow: bool,
+    /// Convert the received system after the final pass (no: data disks only).
+    pub convert: bool,
     pub ip: Vec<IpConfig>,
 }
 
@@ -60,6 +62,7 @@ impl Default for Config {
             debug: false,
             idle_s: None,
             grow: true,
+            convert: true,
             ip: Vec::new(),
         }
     }
@@ -157,13 +160,8 @@ fn apply(cfg: &mut Config, name: &str, v: Option<&str>) -> Result<(), String> {
                 Some(o) => return Err(format!("expected no value, 1 or 0, got {o:?}")),
             }
         }
-        "grow" => {
-            cfg.grow = match v {
-                None | Some("1") | Some("yes") | Some("true") => true,
-                Some("0") | Some("no") | Some("false") => false,
-                Some(o) => return Err(format!("expected yes or no, got {o:?}")),
-            }
-        }
+        "grow" => cfg.grow = yes_no(v)?,
+        "convert" => cfg.convert = yes_no(v)?,
         "idle" => {
             let s = need(v, "seconds")?;
             let n: u64 = s.parse().map_err(|_| format!("{s:?} is not a number of seconds"))?;
@@ -171,11 +169,19 @@ fn apply(cfg: &mut Config, name: &str, v: Option<&str>) -> Result<(), String> {
         }
         other => {
             return Err(format!(
-                "unknown parameter ferry.{other} (known: token, listen, status, after, idle, grow, debug)"
+                "unknown parameter ferry.{other} (known: token, listen, status, after, idle, grow, convert, debug)"
             ))
         }
     }
     Ok(())
+}
+
+fn yes_no(v: Option<&str>) -> Result<bool, String> {
+    match v {
+        None | Some("1") | Some("yes") | Some("true") => Ok(true),
+        Some("0") | Some("no") | Some("false") => Ok(false),
+        Some(o) => Err(format!("expected yes or no, got {o:?}")),
+    }
 }
 
 fn parse_addr(s: &str) -> Result<SocketAddr, String> {
@@ -245,7 +251,7 @@ mod tests {
 
     #[test]
     fn defaults_and_values() {
-        let (c, p) = parse("BOOT_IMAGE=/vmlinuz quiet ferry.token=abcdefgh1234 ferry.after=wait ferry.debug ferry.listen=10.0.0.1:9000 ferry.idle=30");
+        let (c, p) = parse("BOOT_IMAGE=/vmlinuz quiet ferry.token=abcdefgh1234 ferry.after=wait ferry.debug ferry.listen=10.0.0.1:9000 ferry.idle=30 ferry.convert=no");
         assert!(p.is_empty(), "{p:?}");
         assert_eq!(c.token.as_deref(), Some("abcdefgh1234"));
         assert_eq!(c.after, After::Wait);
@@ -253,6 +259,7 @@ mod tests {
         assert_eq!(c.listen.to_string(), "10.0.0.1:9000");
         assert_eq!(c.status.to_string(), DEFAULT_STATUS);
         assert_eq!(c.idle_s, Some(30));
+        assert!(!c.convert && c.grow);
     }
 
     #[test]

@@ -107,8 +107,11 @@ fn job(cfg: &Config, shared: &Shared) -> anyhow::Result<After> {
     }
     let mut rx = Receiver::new(token, Vec::new(), "/run/ferry".into())?;
     rx.discover = Some(Box::new(discover));
-    let (sh, grow) = (shared.clone(), cfg.grow);
+    let (sh, grow, convert) = (shared.clone(), cfg.grow, cfg.convert);
     rx.finalize = Some(Box::new(move |targets| {
+        if !convert {
+            return (true, "data complete; not converted (ferry.convert=no)".to_string());
+        }
         State::set_phase(&sh, "converting");
         let disks: Vec<std::path::PathBuf> = targets.iter().map(|t| t.path.clone().into()).collect();
         let opts = crate::convert::Options { grow, workdir: "/run/ferry/convert".into() };

@@ -41,7 +41,8 @@ fn send_into_the_appliance() {
     sparse_file(&tgt, 300 * MIB).unwrap();
     let (status, data) = (free_port(), free_port());
     let mut vm = VmBuilder::new("replicate")
-        .appliance(&format!("ip=dhcp ferry.token={TOKEN} ferry.after=wait"))
+        // A data disk (no system on it): receive only.
+        .appliance(&format!("ip=dhcp ferry.token={TOKEN} ferry.after=wait ferry.convert=no"))
         .disk(Disk::new(&tgt, Bus::Virtio, "TARGET0"))
         .forward(status, "", 8080)
         .forward(data, "", 8703)
