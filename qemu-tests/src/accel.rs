@@ -61,7 +61,7 @@ pub fn args() -> &'static [&'static str] {
         let app = crate::appliance();
         let kver = std::fs::read_to_string(app.join("manifest.json")).unwrap_or_default();
         let qver = crate::run(Command::new("qemu-system-x86_64").arg("--version")).unwrap_or_default();
-        let key = format!("{:x}", kver.len() as u64 ^ (qver.len() as u64) << 20 ^ fnv(&(kver + &qver)));
+        let key = format!("{:016x}", crate::fnv(&(kver + &qver)));
         let cached = crate::cache_dir().join(format!("kvm-probe-{key}"));
         let ok = match std::fs::read_to_string(&cached) {
             Ok(s) => s.trim() == "kvm",
@@ -79,8 +79,4 @@ pub fn args() -> &'static [&'static str] {
             TCG
         }
     })
-}
-
-fn fnv(s: &str) -> u64 {
-    s.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3))
 }

@@ -6,15 +6,11 @@ use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn fnv(s: &str) -> u64 {
-    s.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3))
-}
-
 /// A Debian `suite` disk image configured as a Xen guest (see `fixtures/debian-xen.sh`).
 pub fn debian_xen(suite: &str, size_mib: u64) -> Result<PathBuf> {
     let script = crate::repo_root().join("qemu-tests/fixtures/debian-xen.sh");
     let text = std::fs::read_to_string(&script).with_context(|| format!("reading {}", script.display()))?;
-    let key = fnv(&format!("{text}\0{suite}\0{size_mib}"));
+    let key = crate::fnv(&format!("{text}\0{suite}\0{size_mib}"));
     let dir = crate::cache_dir().join("fixtures");
     std::fs::create_dir_all(&dir)?;
     let out = dir.join(format!("debian-{suite}-xen-{key:016x}.img"));

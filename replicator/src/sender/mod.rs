@@ -284,9 +284,6 @@ fn send_disk(
     rep.verified = verified;
     rep.wire_bytes = c.wire - wire0;
     rep.seconds = t0.elapsed().as_secs_f64();
-    if !matches!(mode, Mode::Delta) {
-        rep.bytes_compared = 0;
-    }
     Ok(rep)
 }
 
