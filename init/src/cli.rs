@@ -15,6 +15,26 @@ enum Cmd {
     Inventory(Inventory),
     Cmdline(CmdlineCmd),
     Receive(Receive),
+    Convert(Convert),
+}
+
+/// Convert a migrated Linux system on disk images (or devices) so it boots on KVM/virtio.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "convert")]
+struct Convert {
+    /// a disk image or block device of the migrated system; repeat in disk order
+    #[argh(option)]
+    disk: Vec<String>,
+    /// keep partition and filesystem sizes
+    #[argh(switch)]
+    no_grow: bool,
+    /// the name a NIC will have in the new VM (e.g. ens3); repeat in order. Without it the
+    /// network configuration keeps its interface names.
+    #[argh(option)]
+    nic: Vec<String>,
+    /// where the system is mounted while converting (default /run/ferry/convert)
+    #[argh(option, default = "String::from(\"/run/ferry/convert\")")]
+    workdir: String,
 }
 
 /// Receive disks from `ferry send` into block devices or image files on this host.
@@ -58,6 +78,7 @@ pub fn main() -> i32 {
     crate::logger::init(std::env::var_os("FERRY_DEBUG").is_some(), false);
     let r = match args.cmd {
         Cmd::Inventory(i) => inventory(i),
+        Cmd::Convert(c) => convert(c),
         Cmd::Cmdline(c) => cmdline(c),
         Cmd::Receive(r) => receive(r),
     };
@@ -128,4 +149,18 @@ fn receive(r: Receive) -> anyhow::Result<i32> {
     let ru = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)?;
     eprintln!("ferry-init: finalized pass received; peak memory {} KiB", ru.max_rss());
     Ok(0)
+}
+
+fn convert(c: Convert) -> anyhow::Result<i32> {
+    anyhow::ensure!(!c.disk.is_empty(), "at least one --disk is required");
+    let disks: Vec<std::path::PathBuf> = c.disk.iter().map(Into::into).collect();
+    let opts = crate::convert::Options {
+        grow: !c.no_grow,
+        workdir: c.workdir.into(),
+        host: true,
+        nics: Some(c.nic),
+    };
+    let rep = crate::convert::run(&disks, &opts);
+    println!("{}", serde_json::to_string_pretty(&rep)?);
+    Ok(if rep.ok { 0 } else { 1 })
 }

@@ -9,6 +9,7 @@ pub mod convert;
 pub mod inventory;
 pub mod kmod;
 pub mod logger;
+pub mod lvm;
 pub mod mounts;
 pub mod net;
 pub mod pid1;

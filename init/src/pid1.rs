@@ -114,7 +114,8 @@ fn job(cfg: &Config, shared: &Shared) -> anyhow::Result<After> {
         }
         State::set_phase(&sh, "converting");
         let disks: Vec<std::path::PathBuf> = targets.iter().map(|t| t.path.clone().into()).collect();
-        let opts = crate::convert::Options { grow, workdir: "/run/ferry/convert".into() };
+        let opts =
+            crate::convert::Options { grow, workdir: "/run/ferry/convert".into(), host: false, nics: None };
         let rep = std::panic::catch_unwind(|| crate::convert::run(&disks, &opts)).unwrap_or_else(|_| {
             crate::convert::Report {
                 error: Some("the converter panicked (see the console)".into()),

@@ -6,17 +6,18 @@ use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// A Debian `suite` disk image configured as a Xen guest (see `fixtures/debian-xen.sh`).
-pub fn debian_xen(suite: &str, size_mib: u64) -> Result<PathBuf> {
+/// A Debian `suite` disk image configured as a Xen guest with the disk layout `profile`
+/// (`gpt-bios-ext4`, `gpt-uefi-xfs`, `mbr-lvm`; see `fixtures/debian-xen.sh`).
+pub fn debian_xen(suite: &str, size_mib: u64, profile: &str) -> Result<PathBuf> {
     let script = crate::repo_root().join("qemu-tests/fixtures/debian-xen.sh");
     let text = std::fs::read_to_string(&script).with_context(|| format!("reading {}", script.display()))?;
-    let key = crate::fnv(&format!("{text}\0{suite}\0{size_mib}"));
+    let key = crate::fnv(&format!("{text}\0{suite}\0{size_mib}\0{profile}"));
     let dir = crate::cache_dir().join("fixtures");
     std::fs::create_dir_all(&dir)?;
-    let out = dir.join(format!("debian-{suite}-xen-{key:016x}.img"));
+    let out = dir.join(format!("debian-{suite}-{profile}-{key:016x}.img"));
     if !out.exists() {
         let tmp = out.with_extension("tmp");
-        crate::run(Command::new(&script).arg(&tmp).arg(suite).arg(size_mib.to_string()))?;
+        crate::run(Command::new(&script).arg(&tmp).arg(suite).arg(size_mib.to_string()).arg(profile))?;
         std::fs::rename(&tmp, &out)?;
     }
     Ok(out)

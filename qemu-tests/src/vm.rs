@@ -37,7 +37,12 @@ pub struct VmBuilder {
     disks: Vec<Disk>,
     forwards: Vec<(u16, String, u16)>,
     nic: bool,
+    uefi: bool,
 }
+
+/// OVMF firmware code and the variable store template (Debian's `ovmf` package).
+pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
 
 impl VmBuilder {
     pub fn new(name: &str) -> Self {
@@ -62,6 +67,12 @@ impl VmBuilder {
 
     pub fn disk(mut self, d: Disk) -> Self {
         self.disks.push(d);
+        self
+    }
+
+    /// UEFI firmware (OVMF) instead of SeaBIOS, with a fresh copy of the variable store.
+    pub fn uefi(mut self) -> Self {
+        self.uefi = true;
         self
     }
 
@@ -96,6 +107,14 @@ impl VmBuilder {
             .arg("-serial")
             .arg(format!("file:{}", serial.display()))
             .args(["-device", "virtio-rng-pci"]);
+        if self.uefi {
+            let vars = dir.path().join("OVMF_VARS.fd");
+            std::fs::copy(OVMF_VARS, &vars).with_context(|| format!("copying {OVMF_VARS}"))?;
+            c.arg("-drive")
+                .arg(format!("if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"))
+                .arg("-drive")
+                .arg(format!("if=pflash,format=raw,unit=1,file={}", vars.display()));
+        }
         if let Some((k, i, a)) = &self.kernel {
             c.arg("-kernel").arg(k).arg("-initrd").arg(i).arg("-append").arg(a);
         }

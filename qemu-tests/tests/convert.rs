@@ -1,10 +1,14 @@
-//! A Debian 12 system configured as a Xen guest (xvda names, hvc0, Xen-only initramfs, static IP
-//! on eth0 bound to the old MAC) is migrated into the appliance on a larger disk, converted
-//! offline, and then boots alone on virtio-blk, virtio-scsi and NVMe to multi-user with root by
-//! UUID, the root filesystem grown and the static address on the new NIC. Negative control: the
-//! unconverted copy does not reach multi-user on virtio.
+//! Debian systems configured as Xen guests (xvd names, hvc0, Xen-only initramfs, static IP on
+//! eth0 bound to the old MAC) are migrated into the appliance on a larger disk, converted
+//! offline, and then boot alone on KVM devices to multi-user, with root by UUID (or its LV), the
+//! last partition grown and the static address on the new NIC:
+//! - Debian 12, GPT + BIOS boot, ext4, initramfs-tools: virtio-blk, virtio-scsi and NVMe, plus
+//!   the negative control (the unconverted copy does not reach multi-user on virtio);
+//! - Debian 13, GPT + UEFI (ESP), xfs, dracut: virtio-blk under OVMF;
+//! - Debian 11, MBR, separate /boot, swap, root on LVM: virtio-blk.
 
 use ferry_qemu_tests::{binary, fixture, free_port, sparse_file, Bus, Disk, VmBuilder};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -12,39 +16,18 @@ const MIB: u64 = 1 << 20;
 const TOKEN: &str = "convert-test-token";
 const MARKER: &str = "FERRY-MARKER multi-user";
 
-fn marker_line(serial: &str) -> String {
-    serial.lines().find(|l| l.contains(MARKER)).map(|l| l.trim().to_string()).unwrap_or_default()
-}
-
 fn field<'a>(line: &'a str, key: &str) -> &'a str {
     line.split_whitespace().find_map(|w| w.strip_prefix(&format!("{key}="))).unwrap_or("")
 }
 
-#[test]
-fn debian12_xen_guest_boots_on_virtio() {
-    let t = tempfile::tempdir().unwrap();
-    let src = fixture::debian_xen("bookworm", 2048).unwrap();
-    let work = t.path().join("source.img");
-    fixture::copy(&src, &work).unwrap();
-
-    // Negative control: as migrated, without conversion, it never reaches multi-user on virtio.
-    {
-        let mut vm =
-            VmBuilder::new("unconverted").disk(Disk::new(&work, Bus::Virtio, "SRC")).start().unwrap();
-        assert!(
-            vm.wait_serial(MARKER, Duration::from_secs(100)).is_err(),
-            "the unconverted system booted on virtio"
-        );
-    }
-
-    // Migrate into the appliance with a larger disk; it converts and powers off by itself.
-    let target = t.path().join("target.img");
-    sparse_file(&target, 3072 * MIB).unwrap();
+/// Sends `source` into the appliance onto `target`; returns the conversion report and the NIC
+/// name the converted system will use, once the appliance has converted and powered off.
+fn migrate(source: &Path, target: &Path) -> (serde_json::Value, String) {
     let (status, data) = (free_port(), free_port());
     let mut app = VmBuilder::new("appliance")
         .memory(1536)
         .appliance(&format!("ip=dhcp ferry.token={TOKEN}"))
-        .disk(Disk::new(&target, Bus::Virtio, "TARGET"))
+        .disk(Disk::new(target, Bus::Virtio, "TARGET"))
         .forward(status, "", 8080)
         .forward(data, "", 8703)
         .start()
@@ -53,7 +36,7 @@ fn debian12_xen_guest_boots_on_virtio() {
     let out = Command::new(binary("ferry"))
         .args(["send", "--to", &format!("127.0.0.1:{data}"), "--token", TOKEN, "--json"])
         .arg("--disk")
-        .arg(format!("{}=vda", work.display()))
+        .arg(format!("{}=vda", source.display()))
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -68,23 +51,99 @@ fn debian12_xen_guest_boots_on_virtio() {
     assert_eq!(conv["interfaces"][0][0], "eth0", "{conv:#}");
     let nic = conv["interfaces"][0][1].as_str().unwrap().to_string();
     assert!(nic.starts_with("ens") || nic.starts_with("enp"), "{conv:#}");
-    assert!(conv["repartition"][0]["grown"]["number"] == 2, "{conv:#}");
     app.wait_exit(Duration::from_secs(120)).unwrap();
-    drop(app);
+    (conv, nic)
+}
 
-    // The converted system boots alone on each bus.
+/// Boots the converted disk alone and returns the marker line its multi-user target printed.
+fn boot(target: &Path, bus: Bus, uefi: bool) -> String {
+    let mut b = VmBuilder::new(&format!("converted-{bus:?}")).disk(Disk::new(target, bus, "DISK0"));
+    if uefi {
+        b = b.uefi();
+    }
+    let mut vm = b.start().unwrap();
+    vm.wait_serial(MARKER, Duration::from_secs(300)).unwrap();
+    let serial = vm.serial();
+    assert!(serial.contains("login:") || vm.wait_serial("login:", Duration::from_secs(60)).is_ok());
+    serial.lines().find(|l| l.contains(MARKER)).map(|l| l.trim().to_string()).unwrap_or_default()
+}
+
+fn source(suite: &str, profile: &str, t: &Path) -> std::path::PathBuf {
+    let src = fixture::debian_xen(suite, 2048, profile).unwrap();
+    let work = t.join("source.img");
+    fixture::copy(&src, &work).unwrap();
+    work
+}
+
+#[test]
+fn debian12_gpt_bios_ext4_boots_on_virtio_scsi_nvme() {
+    let t = tempfile::tempdir().unwrap();
+    let work = source("bookworm", "gpt-bios-ext4", t.path());
+
+    // Negative control: as migrated, without conversion, it never reaches multi-user on virtio.
+    {
+        let mut vm =
+            VmBuilder::new("unconverted").disk(Disk::new(&work, Bus::Virtio, "SRC")).start().unwrap();
+        assert!(
+            vm.wait_serial(MARKER, Duration::from_secs(100)).is_err(),
+            "the unconverted system booted on virtio"
+        );
+    }
+
+    let target = t.path().join("target.img");
+    sparse_file(&target, 3072 * MIB).unwrap();
+    let (conv, nic) = migrate(&work, &target);
+    assert!(conv["repartition"][0]["grown"]["number"] == 2, "{conv:#}");
+
     for (bus, dev) in [(Bus::Virtio, "/dev/vda2"), (Bus::Scsi, "/dev/sda2"), (Bus::Nvme, "/dev/nvme0n1p2")] {
-        let mut vm = VmBuilder::new(&format!("converted-{bus:?}"))
-            .disk(Disk::new(&target, bus, "DISK0"))
-            .start()
-            .unwrap();
-        vm.wait_serial(MARKER, Duration::from_secs(300)).unwrap();
-        let line = marker_line(&vm.serial());
+        let line = boot(&target, bus, false);
         assert_eq!(field(&line, "root"), dev, "{line}");
         assert!(field(&line, "cmdline_root").starts_with("UUID="), "{line}");
         let size: u64 = field(&line, "rootsize").parse().unwrap();
         assert!(size > 2800 * MIB, "root filesystem not grown: {line}");
         assert!(field(&line, "addrs").contains(&format!("{nic}=10.0.2.15/24")), "{line}");
-        assert!(vm.serial().contains("login:") || vm.wait_serial("login:", Duration::from_secs(60)).is_ok());
     }
+}
+
+#[test]
+fn debian13_dracut_uefi_xfs_boots_on_virtio() {
+    let t = tempfile::tempdir().unwrap();
+    let work = source("trixie", "gpt-uefi-xfs", t.path());
+    let target = t.path().join("target.img");
+    sparse_file(&target, 3072 * MIB).unwrap();
+    let (conv, nic) = migrate(&work, &target);
+    assert_eq!(conv["system"]["initramfs"], "dracut", "{conv:#}");
+    assert_eq!(conv["system"]["uefi"], true, "{conv:#}");
+    assert!(conv["repartition"][0]["grown"]["number"] == 2, "{conv:#}");
+    assert!(conv["grown_filesystem"].as_str().unwrap_or("").contains("xfs"), "{conv:#}");
+
+    let line = boot(&target, Bus::Virtio, true);
+    assert_eq!(field(&line, "root"), "/dev/vda2", "{line}");
+    assert!(field(&line, "cmdline_root").starts_with("UUID="), "{line}");
+    let size: u64 = field(&line, "rootsize").parse().unwrap();
+    assert!(size > 2800 * MIB, "root filesystem not grown: {line}");
+    assert!(field(&line, "mounts").contains("/boot/efi=/dev/vda1"), "{line}");
+    assert!(field(&line, "addrs").contains(&format!("{nic}=10.0.2.15/24")), "{line}");
+}
+
+#[test]
+fn debian11_mbr_lvm_boots_on_virtio() {
+    let t = tempfile::tempdir().unwrap();
+    let work = source("bullseye", "mbr-lvm", t.path());
+    let target = t.path().join("target.img");
+    sparse_file(&target, 3072 * MIB).unwrap();
+    let (conv, nic) = migrate(&work, &target);
+    assert_eq!(conv["root"], "/dev/mapper/vg0-root", "{conv:#}");
+    assert!(conv["repartition"][0]["grown"]["number"] == 3, "{conv:#}");
+    assert!(conv["grown_filesystem"].as_str().unwrap_or("").contains("vg0/root"), "{conv:#}");
+
+    let line = boot(&target, Bus::Virtio, false);
+    assert_eq!(field(&line, "root"), "/dev/mapper/vg0-root", "{line}");
+    assert_eq!(field(&line, "cmdline_root"), "/dev/mapper/vg0-root", "{line}");
+    // The source LV is 1.5 GiB; the PV partition grew by 1 GiB and the LV with it.
+    let size: u64 = field(&line, "rootsize").parse().unwrap();
+    assert!(size > 2300 * MIB, "root LV not grown: {line}");
+    assert!(field(&line, "mounts").contains("/boot=/dev/vda1"), "{line}");
+    assert!(field(&line, "swaps").contains("/dev/vda2"), "{line}");
+    assert!(field(&line, "addrs").contains(&format!("{nic}=10.0.2.15/24")), "{line}");
 }

@@ -39,6 +39,49 @@ pub fn initramfs_tools_modules(text: &str, root_fs: &str) -> String {
     out
 }
 
+/// A dracut configuration file with the Xen drivers taken out of its driver lists (`drivers=`
+/// is exclusive: left as it was, the rebuilt initramfs would still hold only those).
+pub fn dracut_conf_without_xen(text: &str) -> String {
+    let mut out = String::new();
+    for line in text.split_inclusive('\n') {
+        let t = line.trim_start();
+        let key = ["drivers", "add_drivers", "force_drivers"]
+            .into_iter()
+            .find(|k| t.strip_prefix(k).is_some_and(|r| r.starts_with('=') || r.starts_with("+=")));
+        match (key, t.split_once('=')) {
+            (Some(_), Some((k, v))) => {
+                let nl = if line.ends_with('\n') { "\n" } else { "" };
+                let v = v.trim_end();
+                let q = if v.starts_with('\'') { '\'' } else { '"' };
+                let inner = v.trim_matches(q);
+                let kept: Vec<&str> = inner.split_whitespace().filter(|m| !is_xen_module(m)).collect();
+                if kept.len() == inner.split_whitespace().count() {
+                    out.push_str(line);
+                } else {
+                    out.push_str(&format!("{k}={q} {} {q}{nl}", kept.join(" ")));
+                }
+            }
+            _ => out.push_str(line),
+        }
+    }
+    out
+}
+
+fn dracut_conf_files(t: &Tree) -> Vec<String> {
+    let mut files = vec!["etc/dracut.conf".to_string()];
+    if let Ok(rd) = std::fs::read_dir(t.path("etc/dracut.conf.d")) {
+        let mut v: Vec<String> = rd
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".conf"))
+            .map(|n| format!("etc/dracut.conf.d/{n}"))
+            .collect();
+        v.sort();
+        files.extend(v);
+    }
+    files.into_iter().filter(|f| t.path(f).is_file()).collect()
+}
+
 pub fn initramfs(t: &Tree, sys: &System, root_fs: &str, c: &mut Changes) -> Result<Vec<String>> {
     let mut built = Vec::new();
     let kernels: Vec<&str> = sys.kernels.iter().filter(|k| k.virtio).map(|k| k.version.as_str()).collect();
@@ -51,6 +94,9 @@ pub fn initramfs(t: &Tree, sys: &System, root_fs: &str, c: &mut Changes) -> Resu
             }
         }
         "dracut" => {
+            for f in dracut_conf_files(t) {
+                c.edit(t, &f, dracut_conf_without_xen)?;
+            }
             let conf = format!("add_drivers+=\" {} \"\n", DRIVERS.join(" "));
             let p = t.path("etc/dracut.conf.d/90-ferry-virtio.conf");
             if std::fs::read_to_string(&p).ok().as_deref() != Some(conf.as_str()) {
@@ -171,5 +217,16 @@ mod tests {
         assert_eq!(after, "# List of modules\nloop\nvirtio\nvirtio_ring\nvirtio_pci\nvirtio_blk\nvirtio_scsi\nsd_mod\nvirtio_net\nnvme\next4\n");
         assert_eq!(initramfs_tools_modules(&after, "ext4"), after);
         assert!(initramfs_tools_modules("ext4\nxen-blkfront\n", "ext4").matches("ext4").count() == 1);
+    }
+
+    #[test]
+    fn dracut_driver_lists() {
+        let before = "hostonly=\"no\"\ndrivers=\"xen-blkfront xen-netfront xfs\"\nadd_drivers+=' xen_blkfront '\n# drivers=\"xen-blkfront\"\nomit_drivers+=\" floppy \"\n";
+        let after = dracut_conf_without_xen(before);
+        assert_eq!(
+            after,
+            "hostonly=\"no\"\ndrivers=\" xfs \"\nadd_drivers+='  '\n# drivers=\"xen-blkfront\"\nomit_drivers+=\" floppy \"\n"
+        );
+        assert_eq!(dracut_conf_without_xen(&after), after);
     }
 }

@@ -4,14 +4,17 @@
 //! 1. partitions visible (BLKRRPART), probed (type, UUID, label)
 //! 2. inspect read-only: root, distribution, initramfs tool, bootloader, kernels — refuse before
 //!    changing anything when no kernel supports virtio
-//! 3. repartition for the target size (`repart`), grow the last filesystem with the system's tools
+//! 3. repartition for the target size (`repart`); LVs activated (`crate::lvm`); grow the last
+//!    filesystem (or PV and the root LV on it) with the system's own tools (`grow`)
 //! 4. mount the tree by fstab, bind the API filesystems (`mount`)
 //! 5. fixes: device names → UUID, consoles, network, guest tools, caches (`fixes`, `rewrite`, `netcfg`)
 //! 6. initramfs with virtio, GRUB regenerated, boot code reinstalled (`boot`)
 //! 7. report in /var/log/ferry/conversion.json; everything unmounted and synced
 
 pub mod boot;
+pub mod disks;
 pub mod fixes;
+pub mod grow;
 pub mod inspect;
 pub mod mount;
 pub mod netcfg;
@@ -19,7 +22,7 @@ pub mod probe;
 pub mod repart;
 pub mod rewrite;
 
-use crate::cmd;
+use crate::{cmd, lvm};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -29,6 +32,13 @@ pub struct Options {
     pub grow: bool,
     /// Where the tree is mounted (and probe mounts go).
     pub workdir: PathBuf,
+    /// Host mode: the disks are images or devices without kernel partition scanning; each
+    /// partition gets a loop device, and BIOS boot code stays as it was (grub-install needs
+    /// real partition devices).
+    pub host: bool,
+    /// Names the NICs will have in the new VM, in order; `None`: ask the system's own udev about
+    /// this machine's NICs (in the appliance, the transit VM is the new VM).
+    pub nics: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -48,9 +58,34 @@ pub struct Report {
     pub already_converted: bool,
 }
 
+/// Old device names (xvda1, sda1, …) → the UUID spec of the partition now in that slot.
+fn device_map(parts: &[probe::Part]) -> rewrite::DevMap {
+    let mut map = rewrite::DevMap::default();
+    for p in parts.iter().filter(|p| p.number > 0) {
+        if let Some(spec) = p.spec() {
+            map.add(p.disk, p.number, &spec);
+        }
+    }
+    map
+}
+
+/// A separate /boot (kernels live there) mounted read-only over the probed root.
+fn probe_boot(root: &Path, parts: &[probe::Part], map: &rewrite::DevMap) -> Option<mount::Mount> {
+    let fstab = std::fs::read_to_string(root.join("etc/fstab")).ok()?;
+    let spec = fstab.lines().filter(|l| !l.trim_start().starts_with('#')).find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.get(1) == Some(&"/boot")).then(|| f[0].to_string())
+    })?;
+    let p = mount::resolve(&spec, parts, map)?;
+    mount::Mount::new(&p.dev, &root.join("boot"), Some(&p.fstype), nix::mount::MsFlags::MS_RDONLY)
+        .map_err(|e| log::warn!("convert: /boot: {e:#}"))
+        .ok()
+}
+
 /// Finds the root filesystem by mounting candidates read-only.
 fn find_root<'a>(parts: &'a [probe::Part], work: &Path) -> Result<(&'a probe::Part, inspect::System)> {
     let probe_dir = work.join("probe");
+    let map = device_map(parts);
     for p in parts.iter().filter(|p| matches!(p.fstype.as_str(), "ext2" | "ext3" | "ext4" | "xfs" | "btrfs"))
     {
         let m = match mount::Mount::new(&p.dev, &probe_dir, Some(&p.fstype), nix::mount::MsFlags::MS_RDONLY) {
@@ -61,9 +96,11 @@ fn find_root<'a>(parts: &'a [probe::Part], work: &Path) -> Result<(&'a probe::Pa
             }
         };
         if inspect::looks_like_root(&probe_dir) {
-            let sys = inspect::inspect(&probe_dir)?;
+            let boot = probe_boot(&probe_dir, parts, &map);
+            let sys = inspect::inspect(&probe_dir);
+            drop(boot);
             drop(m);
-            return Ok((p, sys));
+            return Ok((p, sys?));
         }
     }
     bail!("no partition holds a Linux root filesystem (/etc/fstab and os-release)")
@@ -104,12 +141,25 @@ pub fn run(disks: &[PathBuf], o: &Options) -> Report {
     rep
 }
 
+/// Partitions of the disks plus the LVs activated on them (the guard deactivates them).
+fn scan(disks: &disks::Disks) -> Result<(lvm::Active, Vec<probe::Part>)> {
+    let mut parts = probe::all(disks);
+    let pvs: Vec<PathBuf> =
+        parts.iter().filter(|p| p.fstype == "LVM2_member").map(|p| p.dev.clone()).collect();
+    if pvs.is_empty() {
+        return Ok((lvm::Active::default(), parts));
+    }
+    let active = lvm::activate(&pvs).context("activating LVM volumes")?;
+    let lvs = probe::lvs(&active, &parts);
+    parts.extend(lvs);
+    Ok((active, parts))
+}
+
 fn convert(disks: &[PathBuf], o: &Options, rep: &mut Report) -> Result<()> {
     anyhow::ensure!(!disks.is_empty(), "no disk to convert");
-    for d in disks {
-        probe::reread(d, 1)?;
-    }
-    let parts = probe::all(disks);
+    let mut disks = if o.host { disks::Disks::loops(disks) } else { disks::Disks::kernel(disks) };
+    disks.refresh()?;
+    let (lvs, parts) = scan(&disks)?;
     let (root, sys) = find_root(&parts, &o.workdir)?;
     log::info!(
         "convert: root {} ({}), {}, {}, kernels {:?}",
@@ -132,10 +182,20 @@ fn convert(disks: &[PathBuf], o: &Options, rep: &mut Report) -> Result<()> {
         );
     };
     rep.default_kernel = best;
-    let root_number = (root.disk, root.number);
-    // Repartition, then see the new table.
+    // The root is found again after repartitioning by its filesystem UUID (or its slot).
+    let root_key = (root.uuid.clone(), root.disk, root.number);
+    let is_root = |p: &probe::Part| {
+        if root_key.0.is_empty() {
+            (p.disk, p.number) == (root_key.1, root_key.2)
+        } else {
+            p.uuid == root_key.0 && p.fstype != "LVM2_member"
+        }
+    };
+    // LVs hold their PV partitions open; the kernel re-reads a table only when none is in use.
+    drop(lvs);
+    disks.release();
     let mut grown_part = None;
-    for (i, d) in disks.iter().enumerate() {
+    for (i, d) in disks.paths.iter().enumerate() {
         let mut f = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -144,50 +204,32 @@ fn convert(disks: &[PathBuf], o: &Options, rep: &mut Report) -> Result<()> {
         let r =
             repart::repartition(&mut f, o.grow).with_context(|| format!("repartitioning {}", d.display()))?;
         drop(f);
-        if r.changed {
-            probe::reread(d, 1)?;
-        }
         if let Some(g) = &r.grown {
             grown_part = Some((i, g.number));
         }
         rep.repartition.push(r);
     }
-    let parts = probe::all(disks);
-    let root = parts
-        .iter()
-        .find(|p| (p.disk, p.number) == root_number)
-        .context("root partition vanished after repartitioning")?;
-    let mut map = rewrite::DevMap::default();
-    for p in &parts {
-        if let Some(spec) = p.spec() {
-            map.add(p.disk, p.number, &spec);
-        }
-    }
+    disks.refresh()?;
+    let (lvs, parts) = scan(&disks)?;
+    let root = parts.iter().find(|p| is_root(p)).context("root filesystem vanished after repartitioning")?;
+    let map = device_map(&parts);
     let tree = mount::Tree::mount(root, &parts, &map, &o.workdir.join("root"))?;
-    if let Some((d, n)) = grown_part {
-        if let Some(p) = parts.iter().find(|p| (p.disk, p.number) == (d, n)) {
-            let dev = p.dev.display().to_string();
-            match p.fstype.as_str() {
-                "ext2" | "ext3" | "ext4" => {
-                    cmd::run(Some(&tree.root), &["resize2fs", &dev])?;
-                }
-                "xfs" => {
-                    let mp = mounted_at(&p.dev).context("the grown XFS filesystem is not mounted")?;
-                    let inner = mp
-                        .strip_prefix(&tree.root)
-                        .map(|x| format!("/{}", x.display()))
-                        .unwrap_or(mp.display().to_string());
-                    cmd::run(Some(&tree.root), &["xfs_growfs", &inner])?;
-                }
-                _ => {}
-            }
-            rep.grown_filesystem = Some(format!("{dev} ({})", p.fstype));
-        }
+    if let Some(p) = grown_part.and_then(|(d, n)| parts.iter().find(|p| (p.disk, p.number) == (d, n))) {
+        rep.grown_filesystem = grow::grow(&tree, p, root, &lvs)?;
     }
     let mut c = fixes::Changes::default();
     fixes::boot_config(&tree, &map, &mut c)?;
     let old = fixes::old_interfaces(&tree);
-    let new = if uses_kernel_names(&tree) { Vec::new() } else { new_nic_names(&tree.root) };
+    let new = match &o.nics {
+        _ if uses_kernel_names(&tree) => Vec::new(),
+        Some(n) => n.clone(),
+        None => new_nic_names(&tree.root),
+    };
+    if o.nics.as_ref().is_some_and(|n| n.is_empty()) && !old.is_empty() && !uses_kernel_names(&tree) {
+        // The new names are unknown here: keep the kernel's names, so eth0 stays eth0.
+        c.edit(&tree, "etc/default/grub", |s| rewrite::grub_default_add(s, "net.ifnames=0"))?;
+        c.notes.push("NIC names unknown (no --nic): net.ifnames=0 keeps eth0-style names".into());
+    }
     let renames: Vec<(String, String)> =
         old.iter().zip(new.iter()).filter(|(a, b)| a != b).map(|(a, b)| (a.clone(), b.clone())).collect();
     fixes::network(&tree, &renames, &mut c)?;
@@ -203,12 +245,16 @@ fn convert(disks: &[PathBuf], o: &Options, rep: &mut Report) -> Result<()> {
         rep.already_converted = true;
         rep.changes = c;
         drop(tree);
+        drop(lvs);
         return Ok(());
     }
     rep.initramfs = boot::initramfs(&tree, &sys, &root.fstype, &mut c)?;
-    let boot_disk = &disks[root.disk];
+    let boot_disk = &disks.paths[root.disk];
     let bios = !sys.uefi && has_bios_boot(boot_disk);
-    boot::bootloader(&tree, &sys, boot_disk, bios, &mut c)?;
+    if bios && o.host {
+        c.notes.push("host mode: BIOS boot code left as it was (partition starts do not move)".into());
+    }
+    boot::bootloader(&tree, &sys, boot_disk, bios && !o.host, &mut c)?;
     rep.changes = c;
     // The report goes onto the converted system too.
     let dir = tree.path("var/log/ferry");
@@ -216,6 +262,7 @@ fn convert(disks: &[PathBuf], o: &Options, rep: &mut Report) -> Result<()> {
     rep.ok = true;
     std::fs::write(dir.join("conversion.json"), serde_json::to_string_pretty(&rep)?)?;
     drop(tree);
+    drop(lvs);
     Ok(())
 }
 
@@ -233,14 +280,6 @@ fn has_bios_boot(disk: &Path) -> bool {
         // MBR disks boot through the MBR gap.
         Err(_) => true,
     }
-}
-
-fn mounted_at(dev: &Path) -> Option<PathBuf> {
-    let info = std::fs::read_to_string("/proc/self/mounts").ok()?;
-    info.lines().find_map(|l| {
-        let f: Vec<&str> = l.split_whitespace().collect();
-        (Path::new(f.first()?) == dev).then(|| PathBuf::from(f[1]))
-    })
 }
 
 #[cfg(test)]

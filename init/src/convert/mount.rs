@@ -51,6 +51,9 @@ impl Drop for Tree {
 /// Finds the partition an fstab spec names.
 pub fn resolve<'a>(spec: &str, parts: &'a [Part], map: &DevMap) -> Option<&'a Part> {
     let by = |f: &dyn Fn(&Part) -> bool| parts.iter().find(|p| f(p));
+    if let Some(p) = by(&|p| p.aliases.iter().any(|a| a == spec)) {
+        return Some(p);
+    }
     if let Some(u) = spec.strip_prefix("UUID=").or_else(|| spec.strip_prefix("/dev/disk/by-uuid/")) {
         return by(&|p| p.uuid.eq_ignore_ascii_case(u.trim_matches('"')));
     }

@@ -17,6 +17,9 @@ pub struct Part {
     pub fstype: String,
     pub uuid: String,
     pub label: String,
+    /// Other names of the device (an LV: `/dev/mapper/VG-LV`, `/dev/VG/LV`); number is 0.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
 }
 
 impl Part {
@@ -116,13 +119,24 @@ pub fn partitions_of(disk: &Path) -> Vec<(u32, PathBuf)> {
     out
 }
 
-pub fn all(disks: &[PathBuf]) -> Vec<Part> {
+pub fn all(disks: &super::disks::Disks) -> Vec<Part> {
     let mut out = Vec::new();
-    for (i, d) in disks.iter().enumerate() {
-        for (n, dev) in partitions_of(d) {
+    for i in 0..disks.paths.len() {
+        for (n, dev) in disks.partitions(i) {
             let (fstype, uuid, label) = probe(&dev).unwrap_or_default();
-            out.push(Part { dev, disk: i, number: n, fstype, uuid, label });
+            out.push(Part { dev, disk: i, number: n, fstype, uuid, label, aliases: Vec::new() });
         }
+    }
+    out
+}
+
+/// The activated LVs as parts, on the disk of their first PV.
+pub fn lvs(active: &crate::lvm::Active, parts: &[Part]) -> Vec<Part> {
+    let mut out = Vec::new();
+    for lv in &active.lvs {
+        let disk = lv.pvs.first().and_then(|pv| parts.iter().find(|p| &p.dev == pv)).map_or(0, |p| p.disk);
+        let (fstype, uuid, label) = probe(&lv.dev).unwrap_or_default();
+        out.push(Part { dev: lv.dev.clone(), disk, number: 0, fstype, uuid, label, aliases: lv.aliases() });
     }
     out
 }

@@ -29,14 +29,16 @@ pub struct Report {
     pub grown: Option<Grown>,
 }
 
-/// Does the region starting at `start` hold a filesystem we can grow?
+/// Does the region starting at `start` hold a filesystem (or an LVM PV) we can grow?
 pub fn growable_fs(f: &File, start: u64) -> bool {
     use std::os::unix::fs::FileExt;
     let mut head = vec![0u8; 2048];
     if f.read_exact_at(&mut head, start).is_err() {
         return false;
     }
-    ferry_replicator::layout::xfs::is_xfs(&head) || ferry_replicator::layout::ext::is_ext(&head[1024..])
+    ferry_replicator::layout::xfs::is_xfs(&head)
+        || ferry_replicator::layout::ext::is_ext(&head[1024..])
+        || crate::lvm::meta::label(&head).is_some()
 }
 
 /// Repartitions the disk in `f` for its current size; `grow` allows growing the last partition.

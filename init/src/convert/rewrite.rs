@@ -115,6 +115,40 @@ pub fn grub_default(text: &str, map: &DevMap) -> String {
     out
 }
 
+/// /etc/default/grub: `word` added to GRUB_CMDLINE_LINUX (once).
+pub fn grub_default_add(text: &str, word: &str) -> String {
+    let mut out = String::new();
+    let mut found = false;
+    for line in text.split_inclusive('\n') {
+        let body = line.trim_end_matches('\n');
+        match body.strip_prefix("GRUB_CMDLINE_LINUX=") {
+            Some(v) if !found => {
+                found = true;
+                let q = v
+                    .chars()
+                    .next()
+                    .filter(|c| matches!(c, '"' | '\''))
+                    .map(String::from)
+                    .unwrap_or_default();
+                let inner = v.trim_matches(|c| c == '"' || c == '\'');
+                let mut words: Vec<&str> = inner.split_whitespace().collect();
+                if !words.contains(&word) {
+                    words.push(word);
+                }
+                out.push_str(&format!("GRUB_CMDLINE_LINUX={q}{}{q}", words.join(" ")));
+                if line.ends_with('\n') {
+                    out.push('\n');
+                }
+            }
+            _ => out.push_str(line),
+        }
+    }
+    if !found {
+        out.push_str(&format!("GRUB_CMDLINE_LINUX=\"{word}\"\n"));
+    }
+    out
+}
+
 /// inittab: gettys on the Xen console move to the serial port.
 pub fn inittab(text: &str) -> String {
     text.split_inclusive('\n')
@@ -151,6 +185,15 @@ mod tests {
         m.add(0, 2, "UUID=2222-bbbb");
         m.add(1, 1, "UUID=3333-cccc");
         m
+    }
+
+    #[test]
+    fn grub_default_gains_a_word_once() {
+        let before = "GRUB_DEFAULT=0\nGRUB_CMDLINE_LINUX=\"console=ttyS0,115200\"\n";
+        let after = grub_default_add(before, "net.ifnames=0");
+        assert_eq!(after, "GRUB_DEFAULT=0\nGRUB_CMDLINE_LINUX=\"console=ttyS0,115200 net.ifnames=0\"\n");
+        assert_eq!(grub_default_add(&after, "net.ifnames=0"), after);
+        assert_eq!(grub_default_add("X=1\n", "a=b"), "X=1\nGRUB_CMDLINE_LINUX=\"a=b\"\n");
     }
 
     #[test]

@@ -106,6 +106,17 @@ fn mbr_parts(f: &File) -> Option<Vec<(u32, u64, u64, bool)>> {
     (!parts.is_empty()).then_some(parts)
 }
 
+/// The partitions of a disk or image (number, start byte, end byte), GPT or MBR with logical
+/// partitions; extended containers are left out.
+pub fn partitions(f: &File) -> Vec<(u32, u64, u64)> {
+    if let Some(g) = gpt_parts(f) {
+        return g;
+    }
+    mbr_parts(f)
+        .map(|v| v.into_iter().filter(|p| !p.3).map(|(n, s, e, _)| (n, s, e)).collect())
+        .unwrap_or_default()
+}
+
 /// Analyses a source disk (or image) opened read-only.
 pub fn analyze(f: &File) -> Result<Layout> {
     let size = size_of(f).context("reading the source size")?;

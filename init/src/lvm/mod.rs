@@ -1,0 +1,219 @@
+//! LVM volume activation without the LVM tools: PVs are found by their label, the newest
+//! metadata is read from each PV's metadata area, and every visible linear or striped LV whose
+//! PVs are all present becomes a device-mapper device named and identified the way LVM itself
+//! names them (`VG-LV`, uuid `LVM-<vg id><lv id>`), so the migrated system's own `lvm` sees
+//! them as active. `/dev/mapper/VG-LV` and `/dev/VG/LV` are created as links to `/dev/dm-N`.
+//! The returned guard removes the devices again.
+
+pub mod dm;
+pub mod meta;
+
+use anyhow::{bail, Context, Result};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+/// A physical volume found on a device.
+#[derive(Debug, Clone)]
+pub struct Pv {
+    pub dev: PathBuf,
+    pub label: meta::Label,
+    pub metadata: meta::Value,
+}
+
+/// An activated logical volume.
+#[derive(Debug, Clone)]
+pub struct Lv {
+    pub vg: String,
+    pub name: String,
+    /// `/dev/mapper/VG-LV`
+    pub dev: PathBuf,
+    /// The PV devices it lives on.
+    pub pvs: Vec<PathBuf>,
+}
+
+impl Lv {
+    /// The names fstab, crypttab or a kernel command line may use for it.
+    pub fn aliases(&self) -> Vec<String> {
+        vec![self.dev.display().to_string(), format!("/dev/{}/{}", self.vg, self.name)]
+    }
+}
+
+/// Reads the PV label and metadata of `dev`; `Ok(None)` when it is not a PV.
+pub fn read_pv(dev: &Path) -> Result<Option<Pv>> {
+    let f = std::fs::File::open(dev).with_context(|| format!("opening {}", dev.display()))?;
+    let mut head = vec![0u8; 2048];
+    f.read_exact_at(&mut head, 0).with_context(|| format!("reading the PV label of {}", dev.display()))?;
+    let Some(label) = meta::label(&head) else { return Ok(None) };
+    let mut last = None;
+    for &(off, size) in &label.mdas {
+        let mut area = vec![0u8; size as usize];
+        f.read_exact_at(&mut area, off)
+            .with_context(|| format!("reading the LVM metadata area of {} at byte {off}", dev.display()))?;
+        match meta::metadata_text(&area).and_then(|t| meta::parse(&t)) {
+            Ok(v) => last = Some(v),
+            Err(e) => log::warn!("lvm: {} metadata area at byte {off}: {e:#}", dev.display()),
+        }
+    }
+    let metadata =
+        last.with_context(|| format!("{} has an LVM label but no readable metadata", dev.display()))?;
+    Ok(Some(Pv { dev: dev.to_path_buf(), label, metadata }))
+}
+
+/// The VG section of a PV's metadata: the one top-level section (the rest are plain keys).
+fn vg_of(pv: &Pv) -> Option<(&str, &meta::Value)> {
+    pv.metadata.sections().next().map(|(k, v)| (k.as_str(), v))
+}
+
+fn dm_escape(s: &str) -> String {
+    s.replace('-', "--")
+}
+
+fn devnum(p: &Path) -> Result<String> {
+    use std::os::unix::fs::MetadataExt;
+    let rdev = std::fs::metadata(p).with_context(|| format!("stat {}", p.display()))?.rdev();
+    Ok(format!("{}:{}", nix::sys::stat::major(rdev), nix::sys::stat::minor(rdev)))
+}
+
+/// The device-mapper table of one LV, or why it cannot be activated.
+pub fn table(
+    vg: &meta::Value,
+    lv: &meta::Value,
+    pv_dev: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<dm::Target>> {
+    let ext = vg.int("extent_size").context("VG without extent_size")? as u64;
+    let pvs = vg.get("physical_volumes").context("VG without physical_volumes")?;
+    let mut out = Vec::new();
+    let mut segs: Vec<&meta::Value> =
+        lv.sections().filter(|(k, _)| k.starts_with("segment")).map(|(_, v)| v).collect();
+    segs.sort_by_key(|s| s.int("start_extent").unwrap_or(0));
+    for s in segs {
+        let start = s.int("start_extent").context("segment without start_extent")? as u64 * ext;
+        let len = s.int("extent_count").context("segment without extent_count")? as u64 * ext;
+        let kind = s.str("type").unwrap_or("");
+        if kind != "striped" {
+            bail!("segment type {kind:?} is not supported (linear and striped are)");
+        }
+        let Some(meta::Value::List(stripes)) = s.get("stripes") else { bail!("segment without stripes") };
+        let mut devs = Vec::new();
+        for pair in stripes.chunks(2) {
+            let (meta::Value::Str(pv), meta::Value::Int(pe)) = (&pair[0], &pair[1]) else {
+                bail!("malformed stripes list")
+            };
+            let p = pvs.get(pv).with_context(|| format!("stripe on unknown {pv}"))?;
+            let id = p.str("id").unwrap_or("").replace('-', "");
+            let dev = pv_dev(&id).with_context(|| format!("PV {pv} ({id}) is not on the migrated disks"))?;
+            let pe_start = p.int("pe_start").context("PV without pe_start")? as u64;
+            devs.push(format!("{dev} {}", pe_start + *pe as u64 * ext));
+        }
+        if devs.len() == 1 {
+            out.push(dm::Target { start, len, kind: "linear".into(), params: devs.remove(0) });
+        } else {
+            let chunk = s.int("stripe_size").context("striped segment without stripe_size")?;
+            let params = format!("{} {chunk} {}", devs.len(), devs.join(" "));
+            out.push(dm::Target { start, len, kind: "striped".into(), params });
+        }
+    }
+    Ok(out)
+}
+
+/// Active LVs; dropping it removes their device-mapper devices and links.
+#[derive(Debug, Default)]
+pub struct Active {
+    pub lvs: Vec<Lv>,
+    links: Vec<PathBuf>,
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        nix::unistd::sync();
+        for l in self.links.drain(..).rev() {
+            let _ = std::fs::remove_file(&l);
+        }
+        for lv in self.lvs.drain(..).rev() {
+            let name = format!("{}-{}", dm_escape(&lv.vg), dm_escape(&lv.name));
+            if let Err(e) = dm::remove(&name) {
+                log::warn!("lvm: {e:#}");
+            }
+        }
+    }
+}
+
+/// Activates every complete LV found on `devs` (partitions or whole disks).
+pub fn activate(devs: &[PathBuf]) -> Result<Active> {
+    let mut pvs = Vec::new();
+    for d in devs {
+        match read_pv(d) {
+            Ok(Some(pv)) => pvs.push(pv),
+            Ok(None) => {}
+            Err(e) => log::warn!("lvm: {e:#}"),
+        }
+    }
+    let mut active = Active::default();
+    if pvs.is_empty() {
+        return Ok(active);
+    }
+    let pv_dev = |id: &str| pvs.iter().find(|p| p.label.pv_uuid == id).and_then(|p| devnum(&p.dev).ok());
+    // Each VG once, from the PV whose metadata has the highest seqno.
+    let mut vgs: Vec<(&str, &meta::Value)> = Vec::new();
+    for pv in &pvs {
+        let Some((name, vg)) = vg_of(pv) else { continue };
+        match vgs.iter_mut().find(|(n, _)| *n == name) {
+            Some(e) if e.1.int("seqno") < vg.int("seqno") => e.1 = vg,
+            Some(_) => {}
+            None => vgs.push((name, vg)),
+        }
+    }
+    for (vgname, vg) in vgs {
+        let vgid = vg.str("id").unwrap_or("").replace('-', "");
+        let Some(lvs) = vg.get("logical_volumes") else { continue };
+        for (lvname, lv) in lvs.sections() {
+            if !lv.strs("status").contains(&"VISIBLE") {
+                continue;
+            }
+            let targets = match table(vg, lv, &pv_dev) {
+                Ok(t) => t,
+                Err(e) => {
+                    log::warn!("lvm: {vgname}/{lvname} not activated: {e:#}");
+                    continue;
+                }
+            };
+            let name = format!("{}-{}", dm_escape(vgname), dm_escape(lvname));
+            let uuid = format!("LVM-{vgid}{}", lv.str("id").unwrap_or("").replace('-', ""));
+            let readonly = !lv.strs("status").contains(&"WRITE");
+            let (major, minor) = dm::create(&name, &uuid, &targets, readonly)
+                .with_context(|| format!("activating {vgname}/{lvname}"))?;
+            let node = std::fs::canonicalize(format!("/sys/dev/block/{major}:{minor}"))
+                .ok()
+                .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+                .unwrap_or_else(|| format!("dm-{minor}"));
+            let mapper = PathBuf::from(format!("/dev/mapper/{name}"));
+            let vgdir = PathBuf::from(format!("/dev/{vgname}"));
+            std::fs::create_dir_all(&vgdir).ok();
+            for (link, target) in
+                [(mapper.clone(), format!("../{node}")), (vgdir.join(lvname), format!("../{node}"))]
+            {
+                let _ = std::fs::remove_file(&link);
+                std::os::unix::fs::symlink(&target, &link)
+                    .with_context(|| format!("linking {} to {target}", link.display()))?;
+                active.links.push(link);
+            }
+            let used: Vec<PathBuf> = pvs
+                .iter()
+                .filter(|p| {
+                    targets.iter().any(|t| devnum(&p.dev).is_ok_and(|d| t.params.contains(&format!("{d} "))))
+                })
+                .map(|p| p.dev.clone())
+                .collect();
+            log::info!(
+                "lvm: activated {vgname}/{lvname} as {} ({} segments)",
+                mapper.display(),
+                targets.len()
+            );
+            active.lvs.push(Lv { vg: vgname.into(), name: lvname.clone(), dev: mapper, pvs: used });
+        }
+    }
+    Ok(active)
+}
+
+#[cfg(test)]
+mod tests;
