@@ -34,6 +34,7 @@ pub const WANTED: &[&str] = &[
     "btrfs",
     "vfat",
     "nls_cp437",
+    "nls_ascii",
     "nls_iso8859-1",
     "nls_utf8",
     "crc32c_generic",
