@@ -151,7 +151,28 @@ pub fn best_kernel(sys: &System) -> Option<&str> {
 }
 
 /// Regenerates grub.cfg, reinstalls BIOS boot code, ensures the UEFI fallback loader.
-pub fn bootloader(t: &Tree, sys: &System, disk: &Path, bios: bool, c: &mut Changes) -> Result<()> {
+/// How the GRUB configuration is brought up to date.
+pub enum GrubConfig<'a> {
+    /// With the system's own grub-mkconfig (needs real partition devices for grub-probe).
+    Regenerate,
+    /// Host mode: the kernel command lines of the existing grub.cfg rewritten in place.
+    Rewrite(&'a super::rewrite::DevMap, &'a [&'a str]),
+}
+
+/// The id of a kernel's entry in grub-mkconfig's "Advanced options" submenu.
+pub fn grub_entry_id(kernel: &str, root_uuid: &str) -> String {
+    format!("gnulinux-advanced-{root_uuid}>gnulinux-{kernel}-advanced-{root_uuid}")
+}
+
+pub struct Boot<'a> {
+    pub disk: &'a Path,
+    pub bios: bool,
+    pub root_uuid: &'a str,
+    pub grub: GrubConfig<'a>,
+}
+
+pub fn bootloader(t: &Tree, sys: &System, b: Boot, c: &mut Changes) -> Result<()> {
+    let Boot { disk, bios, root_uuid, grub: how } = b;
     let (mkconfig, cfg, install) = if sys.bootloader == "grub2" {
         ("grub2-mkconfig", "/boot/grub2/grub.cfg", "grub2-install")
     } else {
@@ -162,10 +183,8 @@ pub fn bootloader(t: &Tree, sys: &System, disk: &Path, bios: bool, c: &mut Chang
     if let (Some(best), Some(newest)) = (best_kernel(sys), newest) {
         if best != newest {
             c.notes.push(format!("kernel {newest} lacks virtio drivers; {best} becomes the default"));
-            let entry = format!(
-                "GRUB_DEFAULT=\"Advanced options for {}>{} {}\"",
-                "Debian GNU/Linux", "Debian GNU/Linux, with Linux", best
-            );
+            // Menu entry ids grub-mkconfig's 10_linux assigns, independent of distribution titles.
+            let entry = format!("GRUB_DEFAULT=\"{}\"", grub_entry_id(best, root_uuid));
             c.edit(t, "etc/default/grub", |s| {
                 let mut out: String =
                     s.lines().filter(|l| !l.starts_with("GRUB_DEFAULT=")).map(|l| format!("{l}\n")).collect();
@@ -180,7 +199,15 @@ pub fn bootloader(t: &Tree, sys: &System, disk: &Path, bios: bool, c: &mut Chang
         cmd::run(Some(&t.root), &[install, "--target=i386-pc", &d])?;
         c.notes.push(format!("BIOS boot code reinstalled on {d}"));
     }
-    cmd::run(Some(&t.root), &[mkconfig, "-o", cfg])?;
+    match how {
+        GrubConfig::Regenerate => {
+            cmd::run(Some(&t.root), &[mkconfig, "-o", cfg])?;
+        }
+        GrubConfig::Rewrite(map, extra) => {
+            c.edit(t, cfg, |s| super::rewrite::grub_cfg(s, map, extra))?;
+            c.notes.push(format!("host mode: {cfg} rewritten in place, not regenerated"));
+        }
+    }
     if sys.uefi {
         let fallback = t.path("boot/efi/EFI/BOOT/BOOTX64.EFI");
         if !fallback.exists() {

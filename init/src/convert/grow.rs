@@ -42,6 +42,19 @@ fn filesystem(t: &Tree, p: &Part) -> Result<Option<String>> {
     Ok(Some(format!("{dev} ({})", p.fstype)))
 }
 
+/// Host mode: an ext2/3/4 filesystem grown offline with this host's e2fsprogs before anything
+/// mounts it (online growth needs CAP_SYS_RESOURCE, which containers often lack). `None` when
+/// `p` holds something else.
+pub fn ext_offline(p: &Part) -> Result<Option<String>> {
+    if !matches!(p.fstype.as_str(), "ext2" | "ext3" | "ext4") {
+        return Ok(None);
+    }
+    let dev = p.dev.display().to_string();
+    cmd::run(None, &["e2fsck", "-f", "-y", &dev])?;
+    cmd::run(None, &["resize2fs", &dev])?;
+    Ok(Some(format!("{dev} ({}, offline)", p.fstype)))
+}
+
 /// Grows what the enlarged partition `p` holds. Returns what was grown, for the report.
 pub fn grow(t: &Tree, p: &Part, root: &Part, lvs: &lvm::Active) -> Result<Option<String>> {
     if p.fstype != "LVM2_member" {

@@ -213,8 +213,15 @@ fn convert(disks: &[PathBuf], o: &Options, rep: &mut Report) -> Result<()> {
     let (lvs, parts) = scan(&disks)?;
     let root = parts.iter().find(|p| is_root(p)).context("root filesystem vanished after repartitioning")?;
     let map = device_map(&parts);
+    let mut grown = grown_part.and_then(|(d, n)| parts.iter().find(|p| (p.disk, p.number) == (d, n)));
+    if let Some(p) = grown.filter(|_| o.host) {
+        rep.grown_filesystem = grow::ext_offline(p)?;
+        if rep.grown_filesystem.is_some() {
+            grown = None;
+        }
+    }
     let tree = mount::Tree::mount(root, &parts, &map, &o.workdir.join("root"))?;
-    if let Some(p) = grown_part.and_then(|(d, n)| parts.iter().find(|p| (p.disk, p.number) == (d, n))) {
+    if let Some(p) = grown {
         rep.grown_filesystem = grow::grow(&tree, p, root, &lvs)?;
     }
     let mut c = fixes::Changes::default();
@@ -225,7 +232,9 @@ fn convert(disks: &[PathBuf], o: &Options, rep: &mut Report) -> Result<()> {
         Some(n) => n.clone(),
         None => new_nic_names(&tree.root),
     };
+    let mut extra_args: Vec<&str> = Vec::new();
     if o.nics.as_ref().is_some_and(|n| n.is_empty()) && !old.is_empty() && !uses_kernel_names(&tree) {
+        extra_args.push("net.ifnames=0");
         // The new names are unknown here: keep the kernel's names, so eth0 stays eth0.
         c.edit(&tree, "etc/default/grub", |s| rewrite::grub_default_add(s, "net.ifnames=0"))?;
         c.notes.push("NIC names unknown (no --nic): net.ifnames=0 keeps eth0-style names".into());
@@ -254,7 +263,10 @@ fn convert(disks: &[PathBuf], o: &Options, rep: &mut Report) -> Result<()> {
     if bios && o.host {
         c.notes.push("host mode: BIOS boot code left as it was (partition starts do not move)".into());
     }
-    boot::bootloader(&tree, &sys, boot_disk, bios && !o.host, &mut c)?;
+    let how =
+        if o.host { boot::GrubConfig::Rewrite(&map, &extra_args) } else { boot::GrubConfig::Regenerate };
+    let b = boot::Boot { disk: boot_disk, bios: bios && !o.host, root_uuid: &root.uuid, grub: how };
+    boot::bootloader(&tree, &sys, b, &mut c)?;
     rep.changes = c;
     // The report goes onto the converted system too.
     let dir = tree.path("var/log/ferry");

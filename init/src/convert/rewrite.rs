@@ -115,6 +115,33 @@ pub fn grub_default(text: &str, map: &DevMap) -> String {
     out
 }
 
+/// grub.cfg: the kernel command lines of `linux` entries, as [`cmdline`] rewrites them, with
+/// `extra` words added.
+pub fn grub_cfg(text: &str, map: &DevMap, extra: &[&str]) -> String {
+    let mut out = String::new();
+    for line in text.split_inclusive('\n') {
+        let body = line.trim_end_matches('\n');
+        let indent = &body[..body.len() - body.trim_start().len()];
+        let mut w = body.split_whitespace();
+        match (w.next(), w.next()) {
+            (Some(cmd @ ("linux" | "linux16" | "linuxefi")), Some(kernel)) => {
+                let mut rest: Vec<&str> = w.collect();
+                for e in extra {
+                    if !rest.contains(e) {
+                        rest.push(e);
+                    }
+                }
+                out.push_str(&format!("{indent}{cmd} {kernel} {}", cmdline(&rest.join(" "), map)));
+                if line.ends_with('\n') {
+                    out.push('\n');
+                }
+            }
+            _ => out.push_str(line),
+        }
+    }
+    out
+}
+
 /// /etc/default/grub: `word` added to GRUB_CMDLINE_LINUX (once).
 pub fn grub_default_add(text: &str, word: &str) -> String {
     let mut out = String::new();
@@ -185,6 +212,16 @@ mod tests {
         m.add(0, 2, "UUID=2222-bbbb");
         m.add(1, 1, "UUID=3333-cccc");
         m
+    }
+
+    #[test]
+    fn grub_cfg_kernel_lines() {
+        let mut map = DevMap::default();
+        map.add(0, 2, "UUID=abcd");
+        let before = "menuentry 'x' {\n    linux /boot/vmlinuz-6.1 root=/dev/xvda2 ro console=hvc0\n    initrd /boot/initrd.img-6.1\n}\n";
+        let after = grub_cfg(before, &map, &["net.ifnames=0"]);
+        assert_eq!(after, "menuentry 'x' {\n    linux /boot/vmlinuz-6.1 root=UUID=abcd ro console=ttyS0,115200 net.ifnames=0\n    initrd /boot/initrd.img-6.1\n}\n");
+        assert_eq!(grub_cfg(&after, &map, &["net.ifnames=0"]), after);
     }
 
     #[test]
