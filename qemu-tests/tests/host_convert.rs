@@ -19,13 +19,16 @@ fn host_mode_converts_an_image_that_then_boots_on_virtio() {
     std::fs::OpenOptions::new().write(true).open(&img).unwrap().set_len(3072 * MIB).unwrap();
 
     let work = t.path().join("work");
-    let out = Command::new(binary("ferry-init"))
-        .args(["convert", "--workdir"])
-        .arg(&work)
-        .arg("--disk")
-        .arg(&img)
-        .output()
-        .unwrap();
+    let convert = || {
+        Command::new(binary("ferry-init"))
+            .args(["convert", "--workdir"])
+            .arg(&work)
+            .arg("--disk")
+            .arg(&img)
+            .output()
+            .unwrap()
+    };
+    let out = convert();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     let rep: serde_json::Value = serde_json::from_str(&stdout).unwrap();
@@ -36,13 +39,7 @@ fn host_mode_converts_an_image_that_then_boots_on_virtio() {
     assert!(!String::from_utf8_lossy(&loops.stdout).contains(img.to_str().unwrap()));
 
     // A second run changes nothing.
-    let again = Command::new(binary("ferry-init"))
-        .args(["convert", "--workdir"])
-        .arg(&work)
-        .arg("--disk")
-        .arg(&img)
-        .output()
-        .unwrap();
+    let again = convert();
     let rep2: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
     assert_eq!(rep2["already_converted"], true, "{rep2:#}");
 

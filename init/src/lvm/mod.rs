@@ -152,7 +152,12 @@ pub fn activate(devs: &[PathBuf]) -> Result<Active> {
     if pvs.is_empty() {
         return Ok(active);
     }
-    let pv_dev = |id: &str| pvs.iter().find(|p| p.label.pv_uuid == id).and_then(|p| devnum(&p.dev).ok());
+    let pv_nums: Vec<(PathBuf, String)> =
+        pvs.iter().filter_map(|p| Some((p.dev.clone(), devnum(&p.dev).ok()?))).collect();
+    let pv_dev = |id: &str| {
+        let dev = &pvs.iter().find(|p| p.label.pv_uuid == id)?.dev;
+        pv_nums.iter().find(|(p, _)| p == dev).map(|(_, d)| d.clone())
+    };
     // Each VG once, from the PV whose metadata has the highest seqno.
     let mut vgs: Vec<(&str, &meta::Value)> = Vec::new();
     for pv in &pvs {
@@ -197,12 +202,11 @@ pub fn activate(devs: &[PathBuf]) -> Result<Active> {
                     .with_context(|| format!("linking {} to {target}", link.display()))?;
                 active.links.push(link);
             }
-            let used: Vec<PathBuf> = pvs
+            // Table parameters name devices as whole MAJ:MIN words.
+            let used: Vec<PathBuf> = pv_nums
                 .iter()
-                .filter(|p| {
-                    targets.iter().any(|t| devnum(&p.dev).is_ok_and(|d| t.params.contains(&format!("{d} "))))
-                })
-                .map(|p| p.dev.clone())
+                .filter(|(_, d)| targets.iter().any(|t| t.params.split_whitespace().any(|w| w == d)))
+                .map(|(p, _)| p.clone())
                 .collect();
             log::info!(
                 "lvm: activated {vgname}/{lvname} as {} ({} segments)",
