@@ -71,6 +71,9 @@ struct CmdlineCmd {
     /// the command line to parse instead of /proc/cmdline
     #[argh(option)]
     line: Option<String>,
+    /// an embedded config file (as `ferry-image customize` writes) read under the command line
+    #[argh(option)]
+    config: Option<std::path::PathBuf>,
 }
 
 pub fn main() -> i32 {
@@ -97,13 +100,13 @@ fn inventory(a: Inventory) -> anyhow::Result<i32> {
         println!("{}", serde_json::to_string_pretty(&disks)?);
     } else {
         println!(
-            "{:<10} {:>16} {:>6} {:<7} {:<20} {:<20} RO",
-            "NAME", "BYTES", "SECTOR", "BUS", "MODEL", "SERIAL"
+            "{:<10} {:>16} {:>6} {:<7} {:<20} {:<20} {:<5} APPLIANCE",
+            "NAME", "BYTES", "SECTOR", "BUS", "MODEL", "SERIAL", "RO"
         );
         for d in disks {
             println!(
-                "{:<10} {:>16} {:>6} {:<7} {:<20} {:<20} {}",
-                d.name, d.size_bytes, d.logical_sector, d.bus, d.model, d.serial, d.read_only
+                "{:<10} {:>16} {:>6} {:<7} {:<20} {:<20} {:<5} {}",
+                d.name, d.size_bytes, d.logical_sector, d.bus, d.model, d.serial, d.read_only, d.appliance
             );
         }
     }
@@ -115,7 +118,11 @@ fn cmdline(c: CmdlineCmd) -> anyhow::Result<i32> {
         Some(l) => l,
         None => std::fs::read_to_string("/proc/cmdline")?,
     };
-    let (cfg, problems) = crate::cmdline::parse(&line);
+    let file = match &c.config {
+        Some(p) => std::fs::read_to_string(p).map_err(|e| anyhow::anyhow!("reading {}: {e}", p.display()))?,
+        None => String::new(),
+    };
+    let (cfg, problems) = crate::cmdline::parse_words(crate::cmdline::layered(&file, &line));
     println!("{}", serde_json::to_string_pretty(&serde_json::json!({"config": cfg, "problems": problems}))?);
     Ok(if problems.is_empty() { 0 } else { 2 })
 }

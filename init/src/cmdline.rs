@@ -100,9 +100,34 @@ pub fn split(line: &str) -> Vec<String> {
 
 /// Parses a whole command line. Returns the config and the problems found.
 pub fn parse(line: &str) -> (Config, Vec<String>) {
+    parse_words(split(line))
+}
+
+/// Where `ferry-image customize` embeds settings inside the appliance's initramfs.
+pub const CONFIG_FILE: &str = "/etc/ferry/config";
+
+/// The words of the embedded config file (command-line syntax, one or more words per line, `#`
+/// comments) followed by the kernel command line's, so the kernel command line wins key by key:
+/// a `ferry.*` key given in both takes the command line's value, and any `ip=` on the command
+/// line replaces every `ip=` of the file.
+pub fn layered(file: &str, line: &str) -> Vec<String> {
+    let cmd = split(line);
+    let cmd_has_ip = cmd.iter().any(|w| w == "ip" || w.starts_with("ip="));
+    let mut words: Vec<String> = file
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .flat_map(split)
+        .filter(|w| !(cmd_has_ip && (w == "ip" || w.starts_with("ip="))))
+        .collect();
+    words.extend(cmd);
+    words
+}
+
+/// Parses command-line words in order (a later `ferry.*` key overrides an earlier one).
+pub fn parse_words(words: Vec<String>) -> (Config, Vec<String>) {
     let mut cfg = Config::default();
     let mut problems = Vec::new();
-    for word in split(line) {
+    for word in words {
         let (key, value) = match word.split_once('=') {
             Some((k, v)) => (k.to_string(), Some(v.to_string())),
             None => (word.clone(), None),
@@ -248,6 +273,24 @@ pub fn parse_ip(v: &str) -> Result<IpConfig, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn config_file_under_the_command_line() {
+        let file = "# written by ferry-image customize\nferry.token=embedded-token ferry.after=wait\nip=10.0.0.5::10.0.0.1:24::eth0:none\n";
+        let (c, p) = parse_words(layered(file, "BOOT_IMAGE=/vmlinuz quiet"));
+        assert!(p.is_empty(), "{p:?}");
+        assert_eq!(c.token.as_deref(), Some("embedded-token"));
+        assert_eq!(c.after, After::Wait);
+        assert_eq!(c.ip.len(), 1);
+        // The command line wins per key; its ip= replaces the file's.
+        let (c, p) = parse_words(layered(file, "ferry.token=cmdline-token ip=dhcp"));
+        assert!(p.is_empty(), "{p:?}");
+        assert_eq!(c.token.as_deref(), Some("cmdline-token"));
+        assert_eq!(c.after, After::Wait);
+        assert_eq!(c.ip, vec![IpConfig::Dhcp { iface: None }]);
+        // Quoted words survive.
+        assert_eq!(layered("a=\"b c\"\n", "d"), vec!["a=b c".to_string(), "d".to_string()]);
+    }
 
     #[test]
     fn defaults_and_values() {

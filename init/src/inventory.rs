@@ -1,6 +1,7 @@
 //! Disk inventory from sysfs: every whole block device that could be a migration target
 //! (loop, ram, zram, optical, device-mapper and md devices are left out), with its size,
-//! sector sizes, bus, model, serial and read-only flag.
+//! sector sizes, bus, model, serial and read-only flag. A disk that holds the appliance itself
+//! (its disk image, or its ISO written to a disk) is marked and never offered as a target.
 
 use serde::Serialize;
 use std::path::Path;
@@ -16,6 +17,63 @@ pub struct Disk {
     pub model: String,
     pub serial: String,
     pub read_only: bool,
+    /// The appliance's own boot disk: never a target.
+    pub appliance: bool,
+}
+
+/// The ISO9660 volume id of `ferry-image iso`.
+pub const APPLIANCE_VOLUME_ID: &str = "FERRY";
+/// The GPT partition name of the ESP in `ferry-image disk` images.
+pub const APPLIANCE_PARTITION_NAME: &str = "ferry-appliance";
+/// Bytes [`is_appliance_medium`] needs from the start of a disk.
+pub const MEDIUM_HEAD: usize = 0x8000 + 2048;
+
+/// Whether the first [`MEDIUM_HEAD`] bytes of a disk are a ferry boot medium: an ISO9660 volume
+/// with the appliance's volume id, or a GPT (512- or 4096-byte sectors) with a partition named
+/// [`APPLIANCE_PARTITION_NAME`] among its first entries.
+pub fn is_appliance_medium(head: &[u8]) -> bool {
+    if head.get(0x8001..0x8006) == Some(b"CD001") {
+        if let Some(id) = head.get(0x8028..0x8048) {
+            if String::from_utf8_lossy(id).trim_end() == APPLIANCE_VOLUME_ID {
+                return true;
+            }
+        }
+    }
+    let want: Vec<u8> = APPLIANCE_PARTITION_NAME.encode_utf16().flat_map(|u| u.to_le_bytes()).collect();
+    for sector in [512usize, 4096] {
+        let Some(hdr) = head.get(sector..sector + 92) else { continue };
+        if &hdr[..8] != b"EFI PART" {
+            continue;
+        }
+        let u64_at = |o: usize| u64::from_le_bytes(hdr[o..o + 8].try_into().unwrap());
+        let u32_at = |o: usize| u32::from_le_bytes(hdr[o..o + 4].try_into().unwrap());
+        let (start, count, size) = (u64_at(72) as usize * sector, u32_at(80) as usize, u32_at(84) as usize);
+        if size < 128 {
+            continue;
+        }
+        for i in 0..count {
+            let Some(e) = head.get(start + i * size..start + i * size + 128) else { break };
+            if e[56..56 + want.len()] == want[..] && e.get(56 + want.len()..58 + want.len()) == Some(&[0, 0])
+            {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+fn holds_appliance(dev: &Path) -> bool {
+    use std::io::Read;
+    let mut head = vec![0u8; MEDIUM_HEAD];
+    let Ok(mut f) = std::fs::File::open(dev) else { return false };
+    let mut n = 0;
+    while n < head.len() {
+        match f.read(&mut head[n..]) {
+            Ok(0) | Err(_) => break,
+            Ok(k) => n += k,
+        }
+    }
+    is_appliance_medium(&head[..n])
 }
 
 const SKIP: &[&str] = &["loop", "ram", "zram", "sr", "dm-", "md", "nbd", "fd"];
@@ -82,6 +140,7 @@ pub fn disks(sys: &Path) -> Vec<Disk> {
             model: read(&block.join("device/model")).unwrap_or_default(),
             serial: serial(&block),
             read_only: num("ro") == Some(1),
+            appliance: sys == Path::new("/sys") && holds_appliance(&Path::new("/dev").join(&name)),
             name,
         });
     }
@@ -107,6 +166,35 @@ mod tests {
         }
         std::fs::create_dir_all(sys.join("block")).unwrap();
         symlink(format!("../devices/{devpath}"), sys.join("block").join(name)).unwrap();
+    }
+
+    #[test]
+    fn recognises_the_appliance_media() {
+        let mut iso = vec![0u8; MEDIUM_HEAD];
+        iso[0x8001..0x8006].copy_from_slice(b"CD001");
+        iso[0x8028..0x8048].copy_from_slice(format!("{APPLIANCE_VOLUME_ID:32}").as_bytes());
+        assert!(is_appliance_medium(&iso));
+        iso[0x8028..0x8048].copy_from_slice(format!("{:32}", "Debian 12.8.0 amd64 n").as_bytes());
+        assert!(!is_appliance_medium(&iso));
+        for (sector, name, want) in [
+            (512, APPLIANCE_PARTITION_NAME, true),
+            (4096, APPLIANCE_PARTITION_NAME, true),
+            (512, "ferry-applianceX", false),
+        ] {
+            let mut disk = std::io::Cursor::new(vec![0u8; 4 << 20]);
+            let mut g = gptman::GPT::new_from(&mut disk, sector, [7; 16]).unwrap();
+            g[2] = gptman::GPTPartitionEntry {
+                partition_type_guid: [1; 16],
+                unique_partition_guid: [2; 16],
+                starting_lba: g.header.first_usable_lba,
+                ending_lba: g.header.first_usable_lba + 8,
+                attribute_bits: 0,
+                partition_name: name.into(),
+            };
+            g.write_into(&mut disk).unwrap();
+            assert_eq!(is_appliance_medium(&disk.get_ref()[..MEDIUM_HEAD]), want, "{sector} {name}");
+        }
+        assert!(!is_appliance_medium(&[0u8; 100]));
     }
 
     #[test]

@@ -13,9 +13,22 @@ use std::time::Duration;
 pub fn run() -> ! {
     let mut early = mounts::early();
     let line = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
-    let (cfg, problems) = cmdline::parse(&line);
+    let file = std::fs::read_to_string(cmdline::CONFIG_FILE).unwrap_or_default();
+    let (cfg, problems) = cmdline::parse_words(cmdline::layered(&file, &line));
     crate::logger::init(cfg.debug, true);
     log::info!("ferry-init {} starting; cmdline: {}", env!("CARGO_PKG_VERSION"), line.trim());
+    if !file.is_empty() {
+        // Keys only: the file may hold the token.
+        let keys: Vec<String> = cmdline::layered(&file, "")
+            .iter()
+            .map(|w| w.split('=').next().unwrap_or_default().to_string())
+            .collect();
+        log::info!(
+            "settings embedded in {} (the command line overrides them): {}",
+            cmdline::CONFIG_FILE,
+            keys.join(" ")
+        );
+    }
     early.extend(problems);
     let shared: Shared = Default::default();
     {
@@ -98,7 +111,7 @@ fn job(cfg: &Config, shared: &Shared) -> anyhow::Result<After> {
     let discover = || -> Vec<TargetSpec> {
         inventory::disks(std::path::Path::new("/sys"))
             .into_iter()
-            .filter(|d| !d.read_only && d.size_bytes > 0)
+            .filter(|d| !d.read_only && !d.appliance && d.size_bytes > 0)
             .map(|d| TargetSpec { path: d.path.into(), name: d.name, serial: d.serial })
             .collect()
     };
