@@ -3,11 +3,11 @@
 //! dependency closure, plus matching `modules.dep`/`alias`/`softdep`/`builtin`.
 
 use crate::cpio::{Archive, Node};
+use crate::tools::write_atomic;
 use crate::{kernel, BuildArgs};
 use anyhow::{bail, Context, Result};
 use ferry_init::kmod::ModuleDb;
 use std::collections::BTreeSet;
-use std::path::Path;
 
 /// Drivers the appliance may need on any transit VM, and filesystems/crypto it mounts.
 pub const WANTED: &[&str] = &[
@@ -166,12 +166,6 @@ fn serde_json_manifest(version: &str, mods: &BTreeSet<String>, z: usize, raw: us
         "{{\n  \"kernel\": \"{version}\",\n  \"initramfs_bytes\": {z},\n  \"cpio_bytes\": {raw},\n  \"modules\": [{}]\n}}\n",
         list.join(", ")
     )
-}
-
-fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, data).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))
 }
 
 #[cfg(test)]

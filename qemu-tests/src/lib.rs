@@ -50,6 +50,12 @@ pub fn binary(name: &str) -> PathBuf {
     repo_root().join("target/x86_64-unknown-linux-gnu/release").join(name)
 }
 
+/// `ferry-image`, built by `scripts/build` for the host.
+pub fn ferry_image() -> PathBuf {
+    appliance();
+    repo_root().join("target/release/ferry-image")
+}
+
 /// Serialises guests across the tests of one process.
 pub fn guest_lock() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());

@@ -38,6 +38,8 @@ pub struct VmBuilder {
     forwards: Vec<(u16, String, u16)>,
     nic: bool,
     uefi: bool,
+    cdrom: Option<PathBuf>,
+    tftp: Option<(PathBuf, String)>,
 }
 
 /// OVMF firmware code and the variable store template (Debian's `ovmf` package).
@@ -73,6 +75,19 @@ impl VmBuilder {
     /// UEFI firmware (OVMF) instead of SeaBIOS, with a fresh copy of the variable store.
     pub fn uefi(mut self) -> Self {
         self.uefi = true;
+        self
+    }
+
+    /// Boots from this ISO in an IDE CD drive.
+    pub fn cdrom(mut self, iso: &Path) -> Self {
+        self.cdrom = Some(iso.into());
+        self
+    }
+
+    /// Boots from the network: QEMU's user network serves `dir` over TFTP and names `bootfile`
+    /// in DHCP; the NIC's iPXE ROM fetches it.
+    pub fn tftp(mut self, dir: &Path, bootfile: &str) -> Self {
+        self.tftp = Some((dir.into(), bootfile.into()));
         self
     }
 
@@ -118,10 +133,18 @@ impl VmBuilder {
         if let Some((k, i, a)) = &self.kernel {
             c.arg("-kernel").arg(k).arg("-initrd").arg(i).arg("-append").arg(a);
         }
+        if let Some(iso) = &self.cdrom {
+            c.arg("-drive")
+                .arg(format!("file={},format=raw,if=none,id=cd0,media=cdrom,readonly=on", iso.display()));
+            c.args(["-device", "ide-cd,drive=cd0,bootindex=0"]);
+        }
+        let disk_boots = self.kernel.is_none() && self.cdrom.is_none() && self.tftp.is_none();
         let (mut scsi, mut ahci) = (false, false);
         for (n, d) in self.disks.iter().enumerate() {
             let id = format!("d{n}");
-            c.arg("-drive").arg(format!("file={},format=raw,if=none,id={id},cache=unsafe", d.path.display()));
+            let format = if is_qcow2(&d.path) { "qcow2" } else { "raw" };
+            c.arg("-drive")
+                .arg(format!("file={},format={format},if=none,id={id},cache=unsafe", d.path.display()));
             let dev = match d.bus {
                 Bus::Virtio => format!("virtio-blk-pci,drive={id},serial={}", d.serial),
                 Bus::Scsi => {
@@ -141,7 +164,7 @@ impl VmBuilder {
                 }
                 Bus::Ide => format!("ide-hd,drive={id},serial={}", d.serial),
             };
-            let dev = if n == 0 && self.kernel.is_none() { format!("{dev},bootindex=0") } else { dev };
+            let dev = if n == 0 && disk_boots { format!("{dev},bootindex=0") } else { dev };
             c.arg("-device").arg(dev);
         }
         if self.nic {
@@ -149,7 +172,12 @@ impl VmBuilder {
             for (h, ga, gp) in &self.forwards {
                 netdev.push_str(&format!(",hostfwd=tcp:127.0.0.1:{h}-{ga}:{gp}"));
             }
-            c.args(["-netdev", &netdev, "-device", "virtio-net-pci,netdev=n0"]);
+            let mut nic = "virtio-net-pci,netdev=n0".to_string();
+            if let Some((dir, bootfile)) = &self.tftp {
+                netdev.push_str(&format!(",tftp={},bootfile={bootfile}", dir.display()));
+                nic.push_str(",bootindex=0");
+            }
+            c.args(["-netdev", &netdev, "-device", &nic]);
         } else {
             c.args(["-nic", "none"]);
         }
@@ -162,6 +190,12 @@ impl VmBuilder {
             .with_context(|| format!("starting {c:?}"))?;
         Ok(Vm { child: Some(child), serial, dir, started: Instant::now(), _lock: lock, name: self.name })
     }
+}
+
+fn is_qcow2(p: &Path) -> bool {
+    use std::io::Read;
+    let mut magic = [0u8; 4];
+    std::fs::File::open(p).and_then(|mut f| f.read_exact(&mut magic)).is_ok() && &magic == b"QFI\xfb"
 }
 
 pub struct Vm {

@@ -1,0 +1,97 @@
+//! External tools for the boot artifacts (GRUB's image maker, mtools, xorriso, qemu-img) and
+//! reproducibility: every tool runs with `SOURCE_DATE_EPOCH`, and every staged file gets that
+//! time, so the same inputs give the same bytes.
+
+use anyhow::{bail, Context, Result};
+use std::path::Path;
+
+/// 2026-01-01T00:00:00Z: the timestamp of every artifact unless `SOURCE_DATE_EPOCH` is set.
+pub const DEFAULT_EPOCH: u64 = 1_767_225_600;
+
+/// The build time of the artifacts: `SOURCE_DATE_EPOCH`, else [`DEFAULT_EPOCH`].
+pub fn epoch() -> Result<u64> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        // FAT cannot store times before 1980.
+        Ok(v) => match v.trim().parse::<u64>() {
+            Ok(n) if n >= 315_532_800 => Ok(n),
+            _ => bail!("SOURCE_DATE_EPOCH={v:?}: expected seconds since 1970, at 1980-01-01 or later"),
+        },
+        Err(_) => Ok(DEFAULT_EPOCH),
+    }
+}
+
+/// Runs a tool with `SOURCE_DATE_EPOCH` set; the error names the command line and its output.
+pub fn run(argv: &[&str]) -> Result<String> {
+    let e = epoch()?.to_string();
+    ferry_init::cmd::run_env(
+        None,
+        argv,
+        &[("SOURCE_DATE_EPOCH", &e), ("TZ", "UTC"), ("MTOOLS_SKIP_CHECK", "1")],
+    )
+}
+
+/// Fails early, naming the package, when a tool or data file is missing.
+pub fn require(path: &str, package: &str) -> Result<()> {
+    let found = if path.starts_with('/') {
+        Path::new(path).exists()
+    } else {
+        ["/usr/bin", "/usr/sbin", "/bin", "/sbin"].iter().any(|d| Path::new(d).join(path).exists())
+    };
+    if !found {
+        bail!("{path} is missing: install the Debian package {package} (scripts/setup does)");
+    }
+    Ok(())
+}
+
+/// `YYYYMMDDhhmmss` (UTC) of a Unix time, the civil-from-days algorithm of H. Hinnant.
+pub fn utc_stamp(t: u64) -> String {
+    let (days, secs) = ((t / 86400) as i64, t % 86400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}{m:02}{d:02}{:02}{:02}{:02}", secs / 3600, secs / 60 % 60, secs % 60)
+}
+
+/// Sets the modification time of `dir` and everything below it to `t`.
+pub fn set_times(dir: &Path, t: u64) -> Result<()> {
+    let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(t);
+    for e in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let p = e?.path();
+        if p.is_dir() {
+            set_times(&p, t)?;
+        } else {
+            let f = std::fs::File::options()
+                .write(true)
+                .open(&p)
+                .with_context(|| format!("opening {}", p.display()))?;
+            f.set_modified(when).with_context(|| format!("setting the time of {}", p.display()))?;
+        }
+    }
+    let f = std::fs::File::open(dir).with_context(|| format!("opening {}", dir.display()))?;
+    f.set_modified(when).with_context(|| format!("setting the time of {}", dir.display()))
+}
+
+/// Writes `data` to `path` through a temporary file in the same directory and a rename.
+pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, data).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_stamps() {
+        assert_eq!(utc_stamp(0), "19700101000000");
+        assert_eq!(utc_stamp(DEFAULT_EPOCH), "20260101000000");
+        assert_eq!(utc_stamp(951_782_400 + 3661), "20000229010101");
+    }
+}

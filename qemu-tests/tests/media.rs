@@ -1,0 +1,208 @@
+//! The appliance's boot media (`ferry-image iso`, `disk`, `pxe`, `customize`):
+//! - built on the host: reproducible, within size goals, with a FAT that `fsck.fat -n` passes
+//!   and GPTs that `sgdisk -v` passes;
+//! - booted under QEMU (TCG) to the receiving appliance answering `/status` from the host: the
+//!   ISO from a CD under SeaBIOS and OVMF and written raw to a disk (the USB case) under both;
+//!   the disk image (qcow2 and raw) under SeaBIOS and OVMF; the PXE bundle through iPXE with a
+//!   per-MAC entry;
+//! - a customized ISO uses its embedded token: `ferry send` with it is accepted, the token
+//!   embedded before it is refused; the appliance's own boot disk is never a target.
+
+use ferry_qemu_tests::{binary, ferry_image, free_port, run, sparse_file, Bus, Disk, Vm, VmBuilder};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+const MIB: u64 = 1 << 20;
+const OLD_TOKEN: &str = "media-old-token";
+const NEW_TOKEN: &str = "media-new-token";
+
+fn image(args: &[&str]) {
+    run(Command::new(ferry_image()).args(args)).unwrap();
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Boots `b` (with a blank target disk) to the receiving phase; checks what every medium must
+/// give and returns the VM, its /status and the status port.
+fn boot(b: VmBuilder, target: &Path, what: &str) -> (Vm, Value, u16) {
+    let (status, data) = (free_port(), free_port());
+    let mut vm = b
+        .disk(Disk::new(target, Bus::Virtio, "TARGET0"))
+        .forward(status, "", 8080)
+        .forward(data, "", 8703)
+        .start()
+        .unwrap();
+    let st = vm.wait_phase(status, "receiving", Duration::from_secs(300)).unwrap();
+    eprintln!("boot-to-receiving {what}: {:.1} s (QEMU start to /status)", vm.elapsed().as_secs_f64());
+    assert_eq!(st["config"]["token_set"], true, "{what}: no embedded token: {st:#}");
+    let disks = st["disks"].as_array().unwrap();
+    let t = disks.iter().find(|d| d["serial"] == "TARGET0").expect("target disk listed");
+    assert_eq!(t["appliance"], false, "{what}: {t:#}");
+    (vm, st, data)
+}
+
+fn send(port: u16, token: &str, src: &Path) -> std::process::Output {
+    Command::new(binary("ferry"))
+        .args(["send", "--to", &format!("127.0.0.1:{port}"), "--token", token])
+        .arg("--disk")
+        .arg(format!("{}=TARGET0", src.display()))
+        .output()
+        .unwrap()
+}
+
+struct Media {
+    _dir: tempfile::TempDir,
+    iso: PathBuf,
+    disk_qcow2: PathBuf,
+    disk_raw: PathBuf,
+    pxe: PathBuf,
+}
+
+/// The media, built and customized the way an operator would.
+fn media() -> Media {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n);
+    image(&["iso", "--out", s(&p("base.iso")), "--timeout", "1"]);
+    // Embedded twice: the second token replaces the first.
+    image(&["customize", "--in", s(&p("base.iso")), "--out", s(&p("old.iso")), "--token", OLD_TOKEN]);
+    image(&[
+        "customize",
+        "--in",
+        s(&p("old.iso")),
+        "--out",
+        s(&p("new.iso")),
+        "--token",
+        NEW_TOKEN,
+        "--after",
+        "wait",
+        "--cmdline",
+        "ferry.convert=no",
+    ]);
+    image(&["disk", "--out", s(&p("base.qcow2")), "--format", "qcow2", "--timeout", "1"]);
+    image(&["customize", "--in", s(&p("base.qcow2")), "--out", s(&p("disk.qcow2")), "--token", NEW_TOKEN]);
+    image(&["disk", "--out", s(&p("base.img")), "--timeout", "1"]);
+    image(&["customize", "--in", s(&p("base.img")), "--out", s(&p("disk.img")), "--token", NEW_TOKEN]);
+    image(&["pxe", "--out", s(&p("pxe")), "--host", &format!("52:54:00:12:34:56=ferry.token={NEW_TOKEN}")]);
+    Media {
+        iso: p("new.iso"),
+        disk_qcow2: p("disk.qcow2"),
+        disk_raw: p("disk.img"),
+        pxe: p("pxe"),
+        _dir: dir,
+    }
+}
+
+#[test]
+fn media_are_reproducible_small_and_clean() {
+    let t = tempfile::tempdir().unwrap();
+    let p = |n: &str| t.path().join(n);
+    for (i, name) in ["a", "b"].iter().enumerate() {
+        image(&["iso", "--out", s(&p(&format!("{name}.iso")))]);
+        image(&["disk", "--out", s(&p(&format!("{name}.img")))]);
+        image(&["disk", "--out", s(&p(&format!("{name}.qcow2"))), "--format", "qcow2"]);
+        image(&[
+            "customize",
+            "--in",
+            s(&p(&format!("{name}.iso"))),
+            "--out",
+            s(&p(&format!("{name}c.iso"))),
+            "--token",
+            OLD_TOKEN,
+        ]);
+        if i == 1 {
+            for ext in ["iso", "img", "qcow2", "iso"] {
+                let (x, y) = (
+                    std::fs::read(p(&format!("a.{ext}"))).unwrap(),
+                    std::fs::read(p(&format!("b.{ext}"))).unwrap(),
+                );
+                assert!(x == y, "two builds of the .{ext} differ");
+            }
+            assert!(
+                std::fs::read(p("ac.iso")).unwrap() == std::fs::read(p("bc.iso")).unwrap(),
+                "customized ISOs differ"
+            );
+        }
+    }
+    let iso_len = std::fs::metadata(p("a.iso")).unwrap().len();
+    assert!(iso_len <= 40 * MIB, "the ISO is {iso_len} bytes; the goal is 40 MiB");
+    // Every FAT passes fsck.fat -n; every GPT passes sgdisk -v.
+    for img in ["a.iso", "a.img", "ac.iso"] {
+        let v = run(Command::new("sgdisk").arg("-v").arg(p(img))).unwrap();
+        assert!(v.contains("No problems found"), "{img}: {v}");
+        let info = run(Command::new("sgdisk").arg("-p").arg(p(img))).unwrap();
+        let esp =
+            info.lines().find(|l| l.contains(" EF00 ")).unwrap_or_else(|| panic!("{img}: no ESP in {info}"));
+        let f: Vec<u64> = esp.split_whitespace().take(3).map(|x| x.parse().unwrap()).collect();
+        let data = std::fs::read(p(img)).unwrap();
+        std::fs::write(p("esp"), &data[(f[1] * 512) as usize..((f[2] + 1) * 512) as usize]).unwrap();
+        run(Command::new("fsck.fat").arg("-n").arg(p("esp"))).unwrap();
+    }
+    // Refusals name the file and what was expected.
+    let out = Command::new(ferry_image())
+        .args(["customize", "--in", "/etc/hostname", "--out", s(&p("x")), "--token", NEW_TOKEN])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/etc/hostname: not a ferry artifact"), "{out:?}");
+    assert!(!p("x").exists());
+}
+
+#[test]
+fn media_boot_on_bios_and_uefi() {
+    let m = media();
+    let t = tempfile::tempdir().unwrap();
+    let target = t.path().join("target.img");
+    sparse_file(&target, 300 * MIB).unwrap();
+
+    // ISO on a CD under SeaBIOS, and the token test: the replaced token is refused, the embedded
+    // one accepted; the ISO's embedded ferry.after=wait and ferry.convert=no are in force.
+    let (vm, st, data) = boot(VmBuilder::new("iso-bios").cdrom(&m.iso), &target, "ISO, CD, SeaBIOS");
+    assert_eq!(st["config"]["after"], "wait", "{st:#}");
+    assert_eq!(st["config"]["convert"], false, "{st:#}");
+    assert!(vm.serial().contains("settings embedded in /etc/ferry/config"), "no embedded settings logged");
+    let src = t.path().join("source.img");
+    run(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&src).arg("64M")).unwrap();
+    let old = send(data, OLD_TOKEN, &src);
+    assert!(!old.status.success(), "the replaced token was accepted");
+    assert!(String::from_utf8_lossy(&old.stderr).contains("authentication failed"), "{old:?}");
+    let new = send(data, NEW_TOKEN, &src);
+    assert!(new.status.success(), "the embedded token was refused: {}", String::from_utf8_lossy(&new.stderr));
+    drop(vm);
+
+    boot(VmBuilder::new("iso-uefi").uefi().cdrom(&m.iso), &target, "ISO, CD, OVMF");
+    // The USB case: the ISO written raw to a disk, the first disk. It is marked as the
+    // appliance's own and not offered as a target.
+    for uefi in [false, true] {
+        let usb = t.path().join("usb.img");
+        std::fs::copy(&m.iso, &usb).unwrap();
+        let mut b = VmBuilder::new("iso-usb").disk(Disk::new(&usb, Bus::Virtio, "USB"));
+        if uefi {
+            b = b.uefi();
+        }
+        let what = if uefi { "ISO as a disk, OVMF" } else { "ISO as a disk, SeaBIOS" };
+        let (_vm, st, _) = boot(b, &target, what);
+        let d = st["disks"].as_array().unwrap().iter().find(|d| d["serial"] == "USB").cloned().unwrap();
+        assert_eq!(d["appliance"], true, "{what}: {d:#}");
+    }
+
+    // The disk image: qcow2 under SeaBIOS, raw under OVMF.
+    for (img, uefi, what) in
+        [(&m.disk_qcow2, false, "disk image (qcow2), SeaBIOS"), (&m.disk_raw, true, "disk image (raw), OVMF")]
+    {
+        let mut b = VmBuilder::new("disk-image").disk(Disk::new(img, Bus::Virtio, "APPLIANCE"));
+        if uefi {
+            b = b.uefi();
+        }
+        let (_vm, st, _) = boot(b, &target, what);
+        let d = st["disks"].as_array().unwrap().iter().find(|d| d["serial"] == "APPLIANCE").cloned().unwrap();
+        assert_eq!(d["appliance"], true, "{what}: {d:#}");
+    }
+
+    // PXE: iPXE fetches boot.ipxe over TFTP and jumps to this NIC's MAC entry (the only one that
+    // carries the token).
+    boot(VmBuilder::new("pxe").tftp(&m.pxe, "boot.ipxe"), &target, "PXE (iPXE, per-MAC entry), SeaBIOS");
+}
