@@ -48,6 +48,10 @@ pub enum Target {
     BiosCore,
     /// `EFI/BOOT/BOOTX64.EFI`.
     Efi,
+    /// BIOS PXE network boot program (`grub.pxe`): reads `grub.cfg` from the TFTP server.
+    NetBios,
+    /// UEFI network boot program (`grubx64.efi`): reads `grub.cfg` from the TFTP server.
+    NetEfi,
 }
 
 /// Builds one GRUB image into `out`.
@@ -56,7 +60,10 @@ pub fn mkimage(target: Target, work: &Path, out: &Path) -> Result<()> {
         Target::BiosEltorito => ("i386-pc-eltorito", "i386-pc", &["biosdisk"]),
         Target::BiosCore => ("i386-pc", "i386-pc", &["biosdisk"]),
         Target::Efi => ("x86_64-efi", "x86_64-efi", &["efi_gop", "efi_uga"]),
+        Target::NetBios => ("i386-pc-pxe", "i386-pc", &["pxe", "net", "tftp"]),
+        Target::NetEfi => ("x86_64-efi", "x86_64-efi", &["efinet", "net", "tftp", "efi_gop", "efi_uga"]),
     };
+    let net = matches!(target, Target::NetBios | Target::NetEfi);
     require("grub-mkimage", "grub-common")?;
     require(
         &format!("/usr/lib/grub/{dir}/linux.mod"),
@@ -73,13 +80,15 @@ pub fn mkimage(target: Target, work: &Path, out: &Path) -> Result<()> {
         format.into(),
         "-d".into(),
         format!("/usr/lib/grub/{dir}"),
-        "-c".into(),
-        early.display().to_string(),
-        "-p".into(),
-        "/boot/grub".into(),
-        "-o".into(),
-        out.display().to_string(),
     ];
+    if net {
+        // The prefix becomes the TFTP server it booted from: (tftp,SERVER)/grub.cfg, after
+        // grub.cfg-01-<mac> and the per-IP names.
+        argv.extend(["-p".into(), String::new()]);
+    } else {
+        argv.extend(["-c".into(), early.display().to_string(), "-p".into(), "/boot/grub".into()]);
+    }
+    argv.extend(["-o".into(), out.display().to_string()]);
     argv.extend(extra.iter().chain(COMMON).map(|m| m.to_string()));
     run(&argv.iter().map(String::as_str).collect::<Vec<_>>())?;
     Ok(())

@@ -1,14 +1,17 @@
 //! `ferry-image pxe`: a directory to serve as a TFTP root: the kernel and initramfs, an iPXE
-//! script, a pxelinux config and a GRUB network-boot config, each with the default entry and
-//! optional per-MAC entries (`--host MAC=ARGS`), and a README with a dnsmasq configuration.
+//! script, a pxelinux config, GRUB network-boot programs for BIOS (`grub.0`) and UEFI
+//! (`grubx64.efi`) with their config, each menu with the default entry and optional per-MAC
+//! entries (`--host MAC=ARGS`), and a README with a dnsmasq configuration.
 
-use crate::grub::{self, BASE_ARGS, DEBUG_ARGS};
+use crate::grub::{self, Target, BASE_ARGS, DEBUG_ARGS};
 use anyhow::{bail, Context, Result};
 use std::path::Path;
 
 pub const IPXE: &str = "boot.ipxe";
 pub const PXELINUX: &str = "pxelinux.cfg/default";
 pub const GRUB: &str = "grub.cfg";
+pub const GRUB_BIOS: &str = "grub.0";
+pub const GRUB_EFI: &str = "grubx64.efi";
 
 /// One `--host MAC=ARGS`: the MAC in lowercase with colons, and its extra kernel parameters.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,6 +98,9 @@ pub fn write(
             grub::menu("/vmlinuz", "/initramfs.img", &join(&[extra, &h.args]), timeout_s),
         )?;
     }
+    let work = tempfile::Builder::new().prefix("ferry-image-").tempdir()?;
+    grub::mkimage(Target::NetBios, work.path(), &out.join(GRUB_BIOS))?;
+    grub::mkimage(Target::NetEfi, work.path(), &out.join(GRUB_EFI))?;
     w("README.md", readme())?;
     Ok(())
 }
@@ -118,31 +124,31 @@ pub fn menus(dir: &Path) -> Result<Vec<(std::path::PathBuf, &'static str)>> {
 fn readme() -> String {
     "# ferry appliance: network boot
 
-Serve this directory as the TFTP root. Clients that run iPXE (QEMU's and many NICs' firmware)
-fetch `boot.ipxe`; BIOS PXE ROMs can chain-load iPXE (`undionly.kpxe`) or pxelinux
-(`pxelinux.0`, `ldlinux.c32` from Debian's `pxelinux` and `syslinux-common`); UEFI clients can
-chain-load `ipxe.efi` (Debian's `ipxe`) or GRUB's network image (`grub-mknetdir`). Copy those
-loaders into this directory: ferry-image does not ship them.
+Serve this directory as the TFTP root. The bundle boots every common client by itself:
 
-- `boot.ipxe`: the iPXE script; per-MAC entries jump by `${netX/mac}`.
-- `pxelinux.cfg/default`, `pxelinux.cfg/01-<mac>`: pxelinux menus.
-- `grub.cfg`, `grub.cfg-01-<mac>`: GRUB network-boot menus (GRUB tries the per-MAC name first).
+- `grub.0`: GRUB for BIOS PXE ROMs; `grubx64.efi`: GRUB for UEFI network boot. Both read
+  `grub.cfg-01-<mac>` if it exists, else `grub.cfg`, from the server they booted from.
+- `boot.ipxe`: for clients that already run iPXE (QEMU's NIC ROMs, iPXE builds); per-MAC
+  entries jump by `${netX/mac}`.
+- `pxelinux.cfg/default`, `pxelinux.cfg/01-<mac>`: for sites that use pxelinux (copy `pxelinux.0`
+  and `ldlinux.c32` from Debian's `pxelinux` and `syslinux-common` here).
 - `vmlinuz`, `initramfs.img`: the appliance. Settings can be embedded in the initramfs with
-  `ferry-image customize --in DIR --out DIR2 --token ...` instead of the kernel command line.
+  `ferry-image customize --in DIR --out DIR2 --token ...` instead of on kernel command lines.
 
-A dnsmasq configuration (DHCP proxy beside an existing DHCP server, TFTP from this directory):
+A dnsmasq configuration serving DHCP and TFTP on an isolated migration network (each client
+class gets one boot file: the three tag sets do not overlap):
 
 ```
-port=0
-interface=eth0
-dhcp-range=192.168.1.0,proxy
+interface=eth1
+dhcp-range=192.168.50.100,192.168.50.200,12h
 enable-tftp
 tftp-root=/srv/ferry-pxe
 dhcp-match=set:ipxe,175
 dhcp-match=set:efi64,option:client-arch,7
-pxe-service=tag:!ipxe,tag:!efi64,x86PC,\"ferry (BIOS)\",undionly.kpxe
-pxe-service=tag:!ipxe,tag:efi64,X86-64_EFI,\"ferry (UEFI)\",ipxe.efi
+dhcp-match=set:efi64,option:client-arch,9
 dhcp-boot=tag:ipxe,boot.ipxe
+dhcp-boot=tag:!ipxe,tag:efi64,grubx64.efi
+dhcp-boot=tag:!ipxe,tag:!efi64,grub.0
 ```
 "
     .to_string()

@@ -3,8 +3,8 @@
 //!   and GPTs that `sgdisk -v` passes;
 //! - booted under QEMU (TCG) to the receiving appliance answering `/status` from the host: the
 //!   ISO from a CD under SeaBIOS and OVMF and written raw to a disk (the USB case) under both;
-//!   the disk image (qcow2 and raw) under SeaBIOS and OVMF; the PXE bundle through iPXE with a
-//!   per-MAC entry;
+//!   the disk image (qcow2 and raw) under SeaBIOS and OVMF; the PXE bundle through iPXE, GRUB's
+//!   BIOS PXE program and GRUB's UEFI network program, each with a per-MAC entry;
 //! - a customized ISO uses its embedded token: `ferry send` with it is accepted, the token
 //!   embedded before it is refused; the appliance's own boot disk is never a target.
 
@@ -202,7 +202,13 @@ fn media_boot_on_bios_and_uefi() {
         assert_eq!(d["appliance"], true, "{what}: {d:#}");
     }
 
-    // PXE: iPXE fetches boot.ipxe over TFTP and jumps to this NIC's MAC entry (the only one that
-    // carries the token).
-    boot(VmBuilder::new("pxe").tftp(&m.pxe, "boot.ipxe"), &target, "PXE (iPXE, per-MAC entry), SeaBIOS");
+    // PXE: iPXE fetches boot.ipxe over TFTP and jumps to this NIC's MAC entry; GRUB's network
+    // programs read grub.cfg-01-<mac>. Only the per-MAC entries carry the token.
+    boot(VmBuilder::new("pxe").tftp(&m.pxe, "boot.ipxe"), &target, "PXE, iPXE script, SeaBIOS");
+    boot(VmBuilder::new("pxe-grub").tftp(&m.pxe, "grub.0"), &target, "PXE, GRUB (grub.0), SeaBIOS");
+    boot(
+        VmBuilder::new("pxe-uefi").uefi().tftp(&m.pxe, "grubx64.efi"),
+        &target,
+        "PXE, GRUB (grubx64.efi), OVMF",
+    );
 }
