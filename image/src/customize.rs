@@ -96,7 +96,7 @@ fn append_file(path: &Path, keyword: &str, args: &str) -> Result<()> {
 pub fn run(a: CustomizeArgs) -> Result<()> {
     let (words, kernel) = settings(&a)?;
     let kind = detect(&a.input)?;
-    let work = tempfile::Builder::new().prefix("ferry-image-").tempdir()?;
+    let work = tools::work_beside(&a.out)?;
     let what = a.input.display().to_string();
     match kind {
         Kind::Initrd => {

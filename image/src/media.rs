@@ -1,6 +1,7 @@
 //! The media subcommands (`iso`, `disk`, `pxe`): find the appliance built by `ferry-image
 //! build`, make the boot menu, write the medium and report its size.
 
+use crate::tools::work_beside;
 use crate::{disk, grub, iso, pxe, DiskArgs, IsoArgs, PxeArgs};
 use anyhow::{bail, Result};
 use std::path::{Path, PathBuf};
@@ -26,10 +27,6 @@ fn appliance(dir: Option<PathBuf>) -> Result<Appliance> {
     Ok(a)
 }
 
-fn work() -> Result<tempfile::TempDir> {
-    Ok(tempfile::Builder::new().prefix("ferry-image-").tempdir()?)
-}
-
 fn report(what: &str, out: &Path) -> Result<()> {
     let size = std::fs::metadata(out)?.len();
     eprintln!("ferry-image: {what} {} ({size} bytes, {:.1} MiB)", out.display(), size as f64 / 1048576.0);
@@ -38,7 +35,7 @@ fn report(what: &str, out: &Path) -> Result<()> {
 
 pub fn iso(a: IsoArgs) -> Result<()> {
     let app = appliance(a.appliance)?;
-    let w = work()?;
+    let w = work_beside(&a.out)?;
     let menu = grub::menu(grub::KERNEL, grub::INITRD, &a.cmdline, a.timeout);
     let staged = iso::stage(w.path(), &app.vmlinuz, &app.initrd, &menu)?;
     iso::assemble(&staged, &a.out)?;
@@ -47,7 +44,7 @@ pub fn iso(a: IsoArgs) -> Result<()> {
 
 pub fn disk(a: DiskArgs) -> Result<()> {
     let app = appliance(a.appliance)?;
-    let w = work()?;
+    let w = work_beside(&a.out)?;
     let menu = grub::menu(grub::KERNEL, grub::INITRD, &a.cmdline, a.timeout);
     let raw = w.path().join("disk.raw");
     let contents = disk::Contents { vmlinuz: &app.vmlinuz, initrd: &app.initrd, menu: &menu };

@@ -98,7 +98,7 @@ pub fn write(
             grub::menu("/vmlinuz", "/initramfs.img", &join(&[extra, &h.args]), timeout_s),
         )?;
     }
-    let work = tempfile::Builder::new().prefix("ferry-image-").tempdir()?;
+    let work = crate::tools::work_beside(out)?;
     grub::mkimage(Target::NetBios, work.path(), &out.join(GRUB_BIOS))?;
     grub::mkimage(Target::NetEfi, work.path(), &out.join(GRUB_EFI))?;
     w("README.md", readme())?;

@@ -77,6 +77,20 @@ pub fn set_times(dir: &Path, t: u64) -> Result<()> {
     f.set_modified(when).with_context(|| format!("setting the time of {}", dir.display()))
 }
 
+/// A scratch directory beside `out`, so finished files are renamed into place on the same
+/// filesystem (and big scratch files do not fill a small /tmp).
+pub fn work_beside(out: &Path) -> Result<tempfile::TempDir> {
+    let parent = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&parent).with_context(|| format!("creating {}", parent.display()))?;
+    tempfile::Builder::new()
+        .prefix(".ferry-image-")
+        .tempdir_in(&parent)
+        .with_context(|| format!("creating a scratch directory in {}", parent.display()))
+}
+
 /// Writes `data` to `path` through a temporary file in the same directory and a rename.
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     let tmp = path.with_extension("tmp");

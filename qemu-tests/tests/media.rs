@@ -141,6 +141,40 @@ fn media_are_reproducible_small_and_clean() {
         std::fs::write(p("esp"), &data[(f[1] * 512) as usize..((f[2] + 1) * 512) as usize]).unwrap();
         run(Command::new("fsck.fat").arg("-n").arg(p("esp"))).unwrap();
     }
+    // A PXE directory: settings into its initramfs, kernel parameters onto every menu.
+    image(&["pxe", "--out", s(&p("pxe")), "--host", "52:54:00:00:00:01=ferry.after=wait"]);
+    image(&[
+        "customize",
+        "--in",
+        s(&p("pxe")),
+        "--out",
+        s(&p("pxe2")),
+        "--cmdline",
+        &format!("ferry.token={NEW_TOKEN} nomodeset"),
+    ]);
+    for f in [
+        "boot.ipxe",
+        "pxelinux.cfg/default",
+        "pxelinux.cfg/01-52-54-00-00-00-01",
+        "grub.cfg",
+        "grub.cfg-01-52-54-00-00-00-01",
+    ] {
+        let text = std::fs::read_to_string(p("pxe2").join(f)).unwrap();
+        let kernel_lines: Vec<&str> = text
+            .lines()
+            .filter(|l| matches!(l.split_whitespace().next(), Some("kernel" | "APPEND" | "linux")))
+            .collect();
+        assert!(
+            !kernel_lines.is_empty() && kernel_lines.iter().all(|l| l.ends_with(" nomodeset")),
+            "{f}: {text}"
+        );
+        assert!(!text.contains(NEW_TOKEN), "{f}: the token belongs in the initramfs, not on a menu");
+    }
+    let initrd = std::fs::read(p("pxe2/initramfs.img")).unwrap();
+    let tail = String::from_utf8_lossy(&initrd[initrd.len() - 1024..]).into_owned();
+    assert!(tail.contains(&format!("\nferry.token={NEW_TOKEN}\n")), "{tail}");
+    assert_eq!(std::fs::read(p("pxe/grub.0")).unwrap(), std::fs::read(p("pxe2/grub.0")).unwrap());
+
     // Refusals name the file and what was expected.
     let out = Command::new(ferry_image())
         .args(["customize", "--in", "/etc/hostname", "--out", s(&p("x")), "--token", NEW_TOKEN])
