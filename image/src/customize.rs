@@ -27,20 +27,8 @@ fn detect(p: &Path) -> Result<Kind> {
             pxe::IPXE
         );
     }
-    let mut head = vec![0u8; 0x8006];
-    let n = {
-        use std::io::Read;
-        let mut f = std::fs::File::open(p).with_context(|| format!("opening {}", p.display()))?;
-        let mut n = 0;
-        while n < head.len() {
-            match f.read(&mut head[n..])? {
-                0 => break,
-                k => n += k,
-            }
-        }
-        n
-    };
-    let head = &head[..n];
+    let head =
+        &ferry_init::inventory::read_head(p, 0x8006).with_context(|| format!("reading {}", p.display()))?;
     Ok(if head.get(0x8001..0x8006) == Some(b"CD001") {
         Kind::Iso
     } else if head.starts_with(b"QFI\xfb") || head.get(512..520) == Some(b"EFI PART") {

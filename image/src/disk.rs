@@ -24,7 +24,7 @@ const ESP_MIN_MIB: u64 = 40;
 /// Room for customized initramfs images.
 const ESP_SLACK_MIB: u64 = 16;
 const BIOS_BOOT_TYPE: &str = "21686148-6449-6E6F-744E-656564454649";
-const ESP_TYPE: &str = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B";
+pub const ESP_TYPE: &str = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B";
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Format {
@@ -45,17 +45,9 @@ impl std::str::FromStr for Format {
 
 /// The format of an existing image file, from its magic.
 pub fn detect(path: &Path) -> Result<Format> {
-    let head = read_head(path, 4)?;
+    let head =
+        ferry_init::inventory::read_head(path, 4).with_context(|| format!("reading {}", path.display()))?;
     Ok(if head == b"QFI\xfb" { Format::Qcow2 } else { Format::Raw })
-}
-
-fn read_head(path: &Path, n: usize) -> Result<Vec<u8>> {
-    use std::io::Read;
-    let mut f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut b = vec![0u8; n];
-    let k = f.read(&mut b)?;
-    b.truncate(k);
-    Ok(b)
 }
 
 fn guid_bytes(text: &str) -> [u8; 16] {

@@ -25,7 +25,7 @@ impl Fat {
         let len = std::fs::metadata(image).with_context(|| format!("reading {}", image.display()))?.len();
         ensure!(offset + size <= len, "{} is {len} bytes; the FAT at {offset} needs {size}", image.display());
         let fat = Fat::open(image, offset);
-        let serial = format!("{:08x}", ferry_fnv(label) as u32);
+        let serial = format!("{:08x}", crate::tools::fnv(label.as_bytes(), 0) as u32);
         let sectors = (size / 512).to_string();
         let mut argv = vec![
             "mformat", "-i", &fat.spec, "-T", &sectors, "-h", "64", "-s", "32", "-N", &serial, "-v", label,
@@ -70,10 +70,6 @@ impl Fat {
         run(&["mcopy", "-n", "-i", &self.spec, &format!("::{path}"), &d])?;
         Ok(())
     }
-}
-
-fn ferry_fnv(s: &str) -> u64 {
-    s.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3))
 }
 
 #[cfg(test)]

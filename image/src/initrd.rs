@@ -60,12 +60,18 @@ fn read_config(data: &[u8]) -> Option<String> {
     text
 }
 
+/// A word as the command-line splitter reads it back (quoted when it holds whitespace).
+fn quoted(w: &str) -> String {
+    if w.contains(char::is_whitespace) {
+        format!("\"{w}\"")
+    } else {
+        w.to_string()
+    }
+}
+
 /// The settings text after merging `words` over `old` (per key; a new `ip=` replaces all old).
 pub fn merged(old: &str, words: &[String]) -> String {
-    let line: Vec<String> = words
-        .iter()
-        .map(|w| if w.contains(char::is_whitespace) { format!("\"{w}\"") } else { w.clone() })
-        .collect();
+    let line: Vec<String> = words.iter().map(|w| quoted(w)).collect();
     let all = cmdline::layered(old, &line.join(" "));
     // Keep the last word of each ferry.* key; every ip= (they add interfaces).
     let key = |w: &str| w.split('=').next().unwrap_or_default().to_string();
@@ -81,11 +87,8 @@ pub fn merged(old: &str, words: &[String]) -> String {
         cmdline::CONFIG_FILE
     );
     for w in out {
-        if w.contains(char::is_whitespace) {
-            text.push_str(&format!("\"{w}\"\n"));
-        } else {
-            text.push_str(&format!("{w}\n"));
-        }
+        text.push_str(&quoted(&w));
+        text.push('\n');
     }
     text
 }

@@ -13,7 +13,6 @@ use std::path::{Path, PathBuf};
 
 const ELTORITO: &str = "boot/grub/i386-pc/eltorito.img";
 const HYBRID_MBR: &str = "/usr/lib/grub/i386-pc/boot_hybrid.img";
-const ESP_TYPE: &str = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B";
 
 /// A staged ISO tree and its EFI image, ready for [`assemble`].
 pub struct Staged {
@@ -115,7 +114,7 @@ pub fn unpack(iso: &Path, work: &Path) -> Result<Staged> {
     let esp = gpt
         .iter()
         .map(|(_, p)| p)
-        .find(|p| p.is_used() && guid(&p.partition_type_guid) == ESP_TYPE)
+        .find(|p| p.is_used() && guid(&p.partition_type_guid) == crate::disk::ESP_TYPE)
         .with_context(|| format!("{}: no EFI system partition in its GPT", iso.display()))?;
     let (start, len) = (esp.starting_lba * 512, (esp.ending_lba + 1 - esp.starting_lba) * 512);
     let mut data = vec![0u8; len as usize];

@@ -77,6 +77,11 @@ pub fn set_times(dir: &Path, t: u64) -> Result<()> {
     f.set_modified(when).with_context(|| format!("setting the time of {}", dir.display()))
 }
 
+/// FNV-1a of `data`, its offset basis xored with `seed`: stable ids (FAT serials, GPT GUIDs).
+pub fn fnv(data: &[u8], seed: u64) -> u64 {
+    data.iter().fold(0xcbf29ce484222325u64 ^ seed, |h, b| (h ^ *b as u64).wrapping_mul(0x100000001b3))
+}
+
 /// A scratch directory beside `out`, so finished files are renamed into place on the same
 /// filesystem (and big scratch files do not fill a small /tmp).
 pub fn work_beside(out: &Path) -> Result<tempfile::TempDir> {

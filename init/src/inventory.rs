@@ -62,18 +62,16 @@ pub fn is_appliance_medium(head: &[u8]) -> bool {
     false
 }
 
-fn holds_appliance(dev: &Path) -> bool {
+/// The first `n` bytes of a file or device (fewer if it is shorter).
+pub fn read_head(path: &Path, n: usize) -> std::io::Result<Vec<u8>> {
     use std::io::Read;
-    let mut head = vec![0u8; MEDIUM_HEAD];
-    let Ok(mut f) = std::fs::File::open(dev) else { return false };
-    let mut n = 0;
-    while n < head.len() {
-        match f.read(&mut head[n..]) {
-            Ok(0) | Err(_) => break,
-            Ok(k) => n += k,
-        }
-    }
-    is_appliance_medium(&head[..n])
+    let mut head = Vec::with_capacity(n);
+    std::fs::File::open(path)?.take(n as u64).read_to_end(&mut head)?;
+    Ok(head)
+}
+
+fn holds_appliance(dev: &Path) -> bool {
+    read_head(dev, MEDIUM_HEAD).is_ok_and(|h| is_appliance_medium(&h))
 }
 
 const SKIP: &[&str] = &["loop", "ram", "zram", "sr", "dm-", "md", "nbd", "fd"];
