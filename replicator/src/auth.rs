@@ -1,16 +1,19 @@
-//! TLS and token authentication. The receiver makes an ephemeral key and self-signed
+//! TLS 1.3 and token authentication. The receiver makes an ephemeral key and self-signed
 //! certificate at start-up (rcgen, ring); the sender accepts any certificate unless pinned with
-//! `--fingerprint`, because trust comes from the token: each side proves it knows the token with
-//! an HMAC over a TLS exporter value of *this* session. A man in the middle terminates two TLS
-//! sessions with different exporters, so without the token neither proof can be forged or relayed,
-//! and the token itself never crosses the wire.
+//! `--fingerprint`, because trust comes from the token, through SPAKE2 (a PAKE): both sides
+//! derive a key from the token and fresh secrets, with identities bound to a TLS exporter value
+//! of *this* session, and confirm it with HMACs. Someone without the token — a fake receiver
+//! at a spoofed address, a man in the middle with two TLS sessions — gets one online guess per
+//! connection and nothing to test guesses against offline; the receiver rate-limits failures.
 
+use crate::proto::{self, write_frame, Msg, TargetInfo};
 use anyhow::{Context, Result};
 use ring::hmac;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, ServerConfig, SignatureScheme};
+use spake2::{Ed25519Group, Identity as PakeId, Password, Spake2};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::Arc;
@@ -44,7 +47,7 @@ impl Identity {
         let fingerprint = fingerprint(&der);
         let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
         let config = ServerConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()?
+            .with_protocol_versions(&[&rustls::version::TLS13])?
             .with_no_client_auth()
             .with_single_cert(vec![der], key_der)?;
         Ok(Identity { config: Arc::new(config), fingerprint })
@@ -113,7 +116,7 @@ impl ServerCertVerifier for TokenTrust {
 pub fn client_config(pin: Option<String>) -> Result<Arc<ClientConfig>> {
     let p = provider();
     let cfg = ClientConfig::builder_with_provider(p.clone())
-        .with_safe_default_protocol_versions()?
+        .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(TokenTrust { provider: p, pin }))
         .with_no_client_auth();
@@ -153,39 +156,86 @@ pub enum Role {
     Receiver,
 }
 
-fn exporter<S: rustls::SideData>(conn: &rustls::ConnectionCommon<S>) -> Result<[u8; 32]> {
+pub fn exporter_value<S: rustls::SideData>(conn: &rustls::ConnectionCommon<S>) -> Result<[u8; 32]> {
     conn.export_keying_material([0u8; 32], EXPORTER_LABEL, None).context("TLS exporter")
 }
 
-fn message(role: Role, exp: &[u8; 32]) -> Vec<u8> {
-    let mut m = match role {
-        Role::Sender => b"ferry-v1 sender ".to_vec(),
-        Role::Receiver => b"ferry-v1 receiver ".to_vec(),
+/// SPAKE2 identities: the role and this TLS session's exporter value, so keys from two
+/// different TLS sessions (a man in the middle) never agree.
+fn pake_ids(exp: &[u8; 32]) -> (PakeId, PakeId) {
+    let id = |role: &[u8]| PakeId::new(&[b"ferry-v2 ".as_slice(), role, b" ", exp].concat());
+    (id(b"sender"), id(b"receiver"))
+}
+
+/// A SPAKE2 exchange in progress on one side.
+pub struct Pake(Spake2<Ed25519Group>);
+
+/// Key confirmation `role` sends under the agreed key.
+pub fn confirmation(key: &[u8], role: Role) -> [u8; 32] {
+    let k = hmac::Key::new(hmac::HMAC_SHA256, key);
+    let what: &[u8] = match role {
+        Role::Sender => b"ferry-v2 confirm sender",
+        Role::Receiver => b"ferry-v2 confirm receiver",
     };
-    m.extend_from_slice(exp);
-    m
+    hmac::sign(&k, what).as_ref().try_into().expect("HMAC-SHA256 is 32 bytes")
 }
 
-/// The proof `role` sends on this connection.
-pub fn proof<S: rustls::SideData>(
-    conn: &rustls::ConnectionCommon<S>,
-    token: &str,
-    role: Role,
-) -> Result<[u8; 32]> {
-    let key = hmac::Key::new(hmac::HMAC_SHA256, token.as_bytes());
-    let tag = hmac::sign(&key, &message(role, &exporter(conn)?));
-    Ok(tag.as_ref().try_into().unwrap())
+/// Checks (in constant time) the confirmation the peer playing `role` sent.
+pub fn confirmed(key: &[u8], role: Role, got: &[u8; 32]) -> bool {
+    let k = hmac::Key::new(hmac::HMAC_SHA256, key);
+    let what: &[u8] = match role {
+        Role::Sender => b"ferry-v2 confirm sender",
+        Role::Receiver => b"ferry-v2 confirm receiver",
+    };
+    hmac::verify(&k, what, got).is_ok()
 }
 
-/// Checks (in constant time) a proof received from the peer playing `role`.
-pub fn check<S: rustls::SideData>(
-    conn: &rustls::ConnectionCommon<S>,
-    token: &str,
-    role: Role,
-    got: &[u8; 32],
-) -> Result<bool> {
-    let key = hmac::Key::new(hmac::HMAC_SHA256, token.as_bytes());
-    Ok(hmac::verify(&key, &message(role, &exporter(conn)?), got).is_ok())
+impl Pake {
+    /// Starts the exchange for `role`; returns the message to send.
+    pub fn start<S: rustls::SideData>(
+        conn: &rustls::ConnectionCommon<S>,
+        token: &str,
+        role: Role,
+    ) -> Result<(Pake, Vec<u8>)> {
+        let (a, b) = pake_ids(&exporter_value(conn)?);
+        let pw = Password::new(token.as_bytes());
+        let (st, msg) = match role {
+            Role::Sender => Spake2::<Ed25519Group>::start_a(&pw, &a, &b),
+            Role::Receiver => Spake2::<Ed25519Group>::start_b(&pw, &a, &b),
+        };
+        Ok((Pake(st), msg))
+    }
+
+    /// The shared key, from the peer's message (malformed messages are an error).
+    pub fn finish(self, peer: &[u8]) -> Result<Vec<u8>> {
+        self.0.finish(peer).map_err(|e| anyhow::anyhow!("malformed SPAKE2 message: {e:?}"))
+    }
+}
+
+/// The sender's side of the handshake on a fresh TLS stream: SPAKE2, then key confirmation
+/// both ways. Returns the targets the receiver offers.
+pub fn client_handshake(s: &mut ClientStream, token: &str) -> Result<Vec<TargetInfo>> {
+    let (pake, msg) = Pake::start(&s.conn, token, Role::Sender)?;
+    let host = nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default();
+    write_frame(
+        s,
+        &Msg::Hello {
+            magic: proto::MAGIC,
+            version: proto::VERSION,
+            pake: msg.into(),
+            client: format!("ferry {} on {host}", env!("CARGO_PKG_VERSION")),
+        },
+    )
+    .context("sending Hello")?;
+    let Msg::Challenge { pake: theirs } = proto::expect(s, "Challenge")? else { unreachable!() };
+    let key = pake.finish(&theirs)?;
+    write_frame(s, &Msg::Proof { mac: confirmation(&key, Role::Sender) }).context("sending Proof")?;
+    let Msg::Welcome { mac, targets } = proto::expect(s, "Welcome")? else { unreachable!() };
+    anyhow::ensure!(
+        confirmed(&key, Role::Receiver, &mac),
+        "the receiver could not prove it knows the token: wrong token, or a man in the middle; nothing was sent"
+    );
+    Ok(targets)
 }
 
 /// Both ends of a stream, for the frame reader/writer.

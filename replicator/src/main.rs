@@ -27,11 +27,16 @@ struct Send {
     /// receiver HOST[:PORT] (port 8703 by default)
     #[argh(option)]
     to: String,
-    /// the one-time token the appliance was booted with (or set FERRY_TOKEN)
+    /// the one-time token the appliance was booted with (or set FERRY_TOKEN, or use
+    /// --token-file; a token on the command line is visible to other local users)
     #[argh(option)]
     token: Option<String>,
+    /// read the token from this file (its first line)
+    #[argh(option)]
+    token_file: Option<String>,
     /// SRC[=TARGET]: a block device or image file, and the target by name (vda), serial or
-    /// index (#0); repeatable; default: the disk holding /
+    /// index (#0); repeatable; default: every disk under / and the local filesystems of
+    /// /etc/fstab (through LVM, MD and dm-crypt)
     #[argh(option)]
     disk: Vec<String>,
     /// compression 0..10 (0 = off, 1 = fast zstd, 10 = strongest); default 1
@@ -52,7 +57,8 @@ struct Send {
     /// JSON line events and a JSON report on stdout
     #[argh(switch)]
     json: bool,
-    /// freeze the source's mounted filesystems (FIFREEZE) during a finalizing pass
+    /// freeze every filesystem on the sources (through partitions, LVM, dm-crypt, MD, btrfs)
+    /// during a finalizing pass
     #[argh(switch)]
     freeze: bool,
     /// worker threads for hashing and compression (default: CPUs)
@@ -73,7 +79,8 @@ struct Map {
 }
 
 fn main() {
-    env_logger_lite();
+    ferry_replicator::console::init_logger();
+    signals();
     let args: Args = argh::from_env();
     let r = match args.cmd {
         Cmd::Send(s) => send(s),
@@ -82,47 +89,62 @@ fn main() {
     match r {
         Ok(code) => std::process::exit(code),
         Err(e) => {
-            eprintln!("ferry: error: {e:#}");
+            log::error!("{e:#}");
             std::process::exit(1);
         }
     }
 }
 
-/// Minimal stderr logger for the CLI.
-fn env_logger_lite() {
-    struct L;
-    impl log::Log for L {
-        fn enabled(&self, m: &log::Metadata) -> bool {
-            m.level() <= log::max_level()
-        }
-        fn log(&self, r: &log::Record) {
-            if self.enabled(r.metadata()) {
-                let lvl = match r.level() {
-                    log::Level::Error => "error: ",
-                    log::Level::Warn => "warning: ",
-                    _ => "",
-                };
-                eprintln!("ferry: {lvl}{}", r.args());
-            }
-        }
-        fn flush(&self) {}
+/// SIGINT, SIGTERM and SIGHUP go to one thread, which thaws whatever `--freeze` froze before
+/// ferry exits (130). Blocked here, before any other thread exists, so every thread inherits it.
+fn signals() {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut set = SigSet::empty();
+    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        set.add(s);
     }
-    let _ = log::set_logger(&L);
-    log::set_max_level(if std::env::var_os("FERRY_DEBUG").is_some() {
-        log::LevelFilter::Debug
-    } else {
-        log::LevelFilter::Info
+    if set.thread_block().is_err() {
+        return;
+    }
+    std::thread::spawn(move || {
+        if let Ok(sig) = set.wait() {
+            sender::freeze::thaw_all();
+            ferry_replicator::console::release();
+            log::error!("interrupted by {sig:?}; the pass did not finish");
+            std::process::exit(130);
+        }
     });
 }
 
-fn send(a: Send) -> Result<i32> {
-    let token = a
-        .token
+fn token(a: &Send) -> Result<String> {
+    if let Some(p) = &a.token_file {
+        let t = std::fs::read_to_string(p).with_context(|| format!("reading --token-file {p}"))?;
+        let t = t.lines().next().unwrap_or("").trim().to_string();
+        anyhow::ensure!(!t.is_empty(), "--token-file {p} is empty");
+        return Ok(t);
+    }
+    a.token
+        .clone()
         .or_else(|| std::env::var("FERRY_TOKEN").ok())
-        .context("--token (or FERRY_TOKEN) is required")?;
+        .context("--token, --token-file or FERRY_TOKEN is required")
+}
+
+/// Without `--disk`: every disk this system lives on.
+fn system_disks() -> Result<Vec<(String, String)>> {
+    use sender::stack;
+    let fstab = std::fs::read_to_string("/etc/fstab").unwrap_or_default();
+    let disks = stack::system_disks(&stack::Sys::system(), &stack::mounts()?, &fstab)?;
+    for (d, why) in &disks {
+        log::info!("source /dev/{d} (holds {})", why.join(", "));
+    }
+    Ok(disks.into_iter().map(|(d, _)| (format!("/dev/{d}"), String::new())).collect())
+}
+
+fn send(a: Send) -> Result<i32> {
+    let token = token(&a)?;
     anyhow::ensure!(a.compress <= 10, "--compress must be 0..10, got {}", a.compress);
     let disks = if a.disk.is_empty() {
-        vec![(sender::source::system_disk()?, String::new())]
+        system_disks()?
     } else {
         a.disk
             .iter()
@@ -171,6 +193,15 @@ fn send(a: Send) -> Result<i32> {
             if d.mode == "Delta" {
                 eprintln!("ferry:   delta: compared {} bytes, sent {}", d.bytes_compared, d.bytes_sent);
             }
+        }
+        let frozen =
+            if rep.frozen.is_empty() { String::new() } else { format!(" (froze {})", rep.frozen.join(", ")) };
+        eprintln!(
+            "ferry: consistency: {}{frozen}",
+            serde_json::to_value(rep.consistency)?.as_str().unwrap_or("?")
+        );
+        for p in &rep.consistency_problems {
+            eprintln!("ferry:   not crash-consistent: {p}");
         }
         eprintln!("ferry: receiver: {}", rep.receiver_report);
     }

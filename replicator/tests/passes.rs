@@ -2,62 +2,9 @@
 
 mod common;
 use common::*;
-use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-
-/// A TCP proxy for one connection that cuts both directions after `limit` client→server bytes.
-fn cutting_proxy(upstream: SocketAddr, limit: u64) -> (SocketAddr, Arc<AtomicU64>) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    let fwd = Arc::new(AtomicU64::new(0));
-    let f2 = fwd.clone();
-    std::thread::spawn(move || {
-        let (mut c, _) = l.accept().unwrap();
-        let mut s = TcpStream::connect(upstream).unwrap();
-        let (mut c2, mut s2) = (c.try_clone().unwrap(), s.try_clone().unwrap());
-        std::thread::spawn(move || {
-            let _ = std::io::copy(&mut s2, &mut c2);
-            let _ = c2.shutdown(Shutdown::Both);
-        });
-        let mut buf = vec![0u8; 16384];
-        loop {
-            let n = match c.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => n,
-            };
-            let left = limit - f2.load(Ordering::SeqCst);
-            let k = (n as u64).min(left) as usize;
-            if s.write_all(&buf[..k]).is_err() {
-                break;
-            }
-            f2.fetch_add(k as u64, Ordering::SeqCst);
-            if k < n {
-                break;
-            }
-        }
-        let _ = s.shutdown(Shutdown::Both);
-        let _ = c.shutdown(Shutdown::Both);
-    });
-    (addr, fwd)
-}
-
-fn ext4_with_files(dir: &Path, mib: u64, files: usize, file_kib: usize) -> std::path::PathBuf {
-    let src = dir.join("src.img");
-    sh(&format!("truncate -s {mib}M {0} && mkfs.ext4 -q -F {0}", src.display()));
-    let l = Loop::new(&src, 0, mib * MIB);
-    let m = Mnt::new(&l.0, &dir.join("m"));
-    for i in 0..files {
-        let sub = m.0.join(format!("d{}", i % 32));
-        std::fs::create_dir_all(&sub).unwrap();
-        std::fs::write(sub.join(format!("f{i}")), prng(i as u64 + 1, file_kib * 1024)).unwrap();
-    }
-    drop(m);
-    drop(l);
-    src
-}
 
 #[test]
 fn resume_after_cuts_at_twenty_four_points() {

@@ -5,11 +5,9 @@
 mod common;
 use common::*;
 use ferry_replicator::auth::{self, Identity, Role};
-use ferry_replicator::proto::{self, read_frame, write_frame, DiskPlan, Msg};
-use ferry_replicator::{layout, sender::source};
+use ferry_replicator::proto::{read_frame, write_frame, Msg};
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
-use std::path::Path;
 use std::time::Duration;
 
 struct Case {
@@ -79,24 +77,90 @@ fn man_in_the_middle_relay_is_refused() {
     assert_eq!(file_hash(&c.tgt), c.before);
 }
 
-#[test]
-fn impersonating_receiver_gets_nothing() {
-    let c = case(80);
+/// What a fake receiver (a spoofed address, a typo in `--to`) captures from a real sender.
+struct Capture {
+    exporter: [u8; 32],
+    /// Every frame the sender sent.
+    frames: Vec<Msg>,
+    /// The key the fake derived with its own guess, and whether the sender's Proof matched it.
+    guess_confirmed: bool,
+}
+
+const FAKE_GUESS: &str = "wrong-guess-1";
+
+/// A fake receiver that does not know the token: it plays the protocol as far as it can (with a
+/// guessed token) and records what the sender sends.
+type FakeRun = std::thread::JoinHandle<(Capture, Result<&'static str, String>)>;
+
+fn fake_receiver() -> (std::net::SocketAddr, FakeRun) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
-    let fake = std::thread::spawn(move || {
+    let h = std::thread::spawn(move || {
         let id = Identity::ephemeral().unwrap();
         let (s, _) = l.accept().unwrap();
         let mut s = auth::server(s, &id).unwrap();
-        let Msg::Hello { .. } = read_frame(&mut s).unwrap() else { panic!() };
-        write_frame(&mut s, &Msg::Welcome { proof: [7u8; 32], targets: vec![] }).unwrap();
+        let exporter = auth::exporter_value(&s.conn).unwrap();
+        let hello = read_frame(&mut s).unwrap();
+        let Msg::Hello { pake, .. } = &hello else { panic!("{hello:?}") };
+        let (mine, msg) = auth::Pake::start(&s.conn, FAKE_GUESS, Role::Receiver).unwrap();
+        write_frame(&mut s, &Msg::Challenge { pake: msg.into() }).unwrap();
+        s.flush().unwrap();
+        let proof = read_frame(&mut s).unwrap();
+        let Msg::Proof { mac } = &proof else { panic!("{proof:?}") };
+        let key = mine.finish(pake).unwrap();
+        let guess_confirmed = auth::confirmed(&key, Role::Sender, mac);
+        write_frame(&mut s, &Msg::Welcome { mac: [7u8; 32], targets: vec![] }).unwrap();
         s.flush().unwrap();
         // The sender must hang up without sending its plan.
-        read_frame(&mut s).map(|m| m.kind()).map_err(|e| e.to_string())
+        let next = read_frame(&mut s).map(|m| m.kind()).map_err(|e| e.to_string());
+        (Capture { exporter, frames: vec![hello, proof], guess_confirmed }, next)
     });
+    (addr, h)
+}
+
+/// The v1 offline test: an HMAC keyed by a candidate token over this session's exporter value,
+/// looked for in every 32-byte field the sender sent.
+fn offline_test(c: &Capture, candidate: &str) -> bool {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, candidate.as_bytes());
+    let mut m = b"ferry-v1 sender ".to_vec();
+    m.extend_from_slice(&c.exporter);
+    c.frames.iter().any(|f| match f {
+        Msg::Proof { mac } => ring::hmac::verify(&key, &m, mac).is_ok(),
+        Msg::Hello { pake, .. } => pake.windows(32).any(|w| ring::hmac::verify(&key, &m, w).is_ok()),
+        _ => false,
+    })
+}
+
+#[test]
+fn impersonating_receiver_gets_nothing() {
+    let c = case(80);
+    let (addr, fake) = fake_receiver();
     let e = format!("{:#}", send(&opts(addr, &[(&c.src, "")])).unwrap_err());
     assert!(e.contains("could not prove it knows the token"), "{e}");
-    assert!(fake.join().unwrap().is_err(), "the sender sent something after a bad proof");
+    let (capture, next) = fake.join().unwrap();
+    assert!(next.is_err(), "the sender sent something after a bad proof");
+    // Its one online guess failed, and nothing in the capture tests other guesses offline.
+    assert!(!capture.guess_confirmed);
+    for guess in ["wrong-guess-2", TOKEN, "wrong-guess-3"] {
+        assert!(!offline_test(&capture, guess), "the capture confirms the guess {guess:?} offline");
+    }
+}
+
+#[test]
+fn repeated_failures_from_one_peer_are_slowed_down() {
+    let c = case(80);
+    let r = receiver_with(&[&c.tgt], &c.state, |rx| rx.auth_cooldown = Duration::from_secs(3));
+    let mut o = opts(r.addr, &[(&c.src, "")]);
+    o.token = "not-the-token".into();
+    for _ in 0..5 {
+        assert!(send(&o).is_err());
+    }
+    o.token = TOKEN.into();
+    let e = format!("{:#}", send(&o).unwrap_err());
+    assert!(e.contains("too many failed"), "{e}");
+    assert_eq!(file_hash(&c.tgt), c.before);
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(send(&o).unwrap().ok);
 }
 
 #[test]
@@ -110,32 +174,6 @@ fn certificate_pin() {
     assert_eq!(file_hash(&c.tgt), c.before);
     o.fingerprint = Some(r.fingerprint.clone());
     assert!(send(&o).unwrap().ok);
-}
-
-/// Authenticates and sends a valid plan, then hands over the raw stream.
-fn authenticated(addr: std::net::SocketAddr, src: &Path) -> auth::ClientStream {
-    let mut s = auth::client(TcpStream::connect(addr).unwrap(), None).unwrap();
-    let proof = auth::proof(&s.conn, TOKEN, Role::Sender).unwrap();
-    write_frame(
-        &mut s,
-        &Msg::Hello { magic: proto::MAGIC, version: proto::VERSION, proof, client: "test".into() },
-    )
-    .unwrap();
-    proto::expect(&mut s, "Welcome").unwrap();
-    let l = layout::analyze(&std::fs::File::open(src).unwrap()).unwrap();
-    let sid = source::source_id(&src.display().to_string(), l.size);
-    let plan = DiskPlan {
-        source: src.display().to_string(),
-        source_size: l.size,
-        source_id: sid,
-        plan_hash: source::plan_hash(&sid, &l.extents),
-        last_used: l.last_used,
-        extent_bytes: l.extent_bytes,
-        target: String::new(),
-    };
-    write_frame(&mut s, &Msg::Plan { disks: vec![plan], verify: false }).unwrap();
-    proto::expect(&mut s, "PlanOk").unwrap();
-    s
 }
 
 fn data_frame() -> Vec<u8> {

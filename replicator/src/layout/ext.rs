@@ -4,8 +4,8 @@
 //! blocks (backup superblock and GDT) from the group start. A group whose bitmap disagrees
 //! with its descriptor's free count is treated as fully used: never skip what might be data.
 
+use super::read::ReadAt;
 use anyhow::{bail, ensure, Result};
-use std::os::unix::fs::FileExt;
 
 const INCOMPAT_META_BG: u32 = 0x10;
 const INCOMPAT_64BIT: u32 = 0x80;
@@ -33,7 +33,7 @@ pub struct Free {
 }
 
 /// Reads the free space of the ext filesystem that starts at byte `base` of `f`.
-pub fn free(f: &std::fs::File, base: u64, part_len: u64) -> Result<Free> {
+pub fn free(f: &dyn ReadAt, base: u64, part_len: u64) -> Result<Free> {
     let mut sb = vec![0u8; 1024];
     f.read_exact_at(&mut sb, base + 1024)?;
     ensure!(is_ext(&sb), "no ext superblock");

@@ -6,14 +6,15 @@
 
 pub mod ext;
 pub mod ranges;
+pub mod read;
 pub mod xfs;
 
 pub use ranges::RangeSet;
 
 use anyhow::{Context, Result};
+use read::{Cursor, ReadAt};
 use serde::Serialize;
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Part {
@@ -38,19 +39,17 @@ pub struct Layout {
 
 /// Size of a file or block device opened for reading.
 pub fn size_of(f: &File) -> Result<u64> {
-    use std::io::{Seek, SeekFrom};
-    let mut f = f;
-    Ok(f.seek(SeekFrom::End(0))?)
+    Ok(ReadAt::size(f)?)
 }
 
-fn read_at(f: &File, off: u64, len: usize) -> Vec<u8> {
+fn read_at(f: &dyn ReadAt, off: u64, len: usize) -> Vec<u8> {
     let mut b = vec![0u8; len];
     let _ = f.read_exact_at(&mut b, off);
     b
 }
 
 /// Filesystem free space of the region `[start, end)`, as absolute ranges.
-fn analyze_fs(f: &File, start: u64, end: u64, notes: &mut Vec<String>) -> (String, Vec<(u64, u64)>) {
+fn analyze_fs(f: &dyn ReadAt, start: u64, end: u64, notes: &mut Vec<String>) -> (String, Vec<(u64, u64)>) {
     let len = end - start;
     let head = read_at(f, start, 8192.min(len as usize));
     let sb = head.get(1024..2048).unwrap_or(&[]);
@@ -76,8 +75,8 @@ fn analyze_fs(f: &File, start: u64, end: u64, notes: &mut Vec<String>) -> (Strin
     }
 }
 
-fn gpt_parts(f: &File) -> Option<Vec<(u32, u64, u64)>> {
-    let mut r = f;
+fn gpt_parts(f: &dyn ReadAt) -> Option<Vec<(u32, u64, u64)>> {
+    let mut r = Cursor::new(f).ok()?;
     let gpt = gptman::GPT::find_from(&mut r).ok()?;
     let ss = gpt.sector_size;
     Some(
@@ -88,8 +87,8 @@ fn gpt_parts(f: &File) -> Option<Vec<(u32, u64, u64)>> {
     )
 }
 
-fn mbr_parts(f: &File) -> Option<Vec<(u32, u64, u64, bool)>> {
-    let mut r = f;
+fn mbr_parts(f: &dyn ReadAt) -> Option<Vec<(u32, u64, u64, bool)>> {
+    let mut r = Cursor::new(f).ok()?;
     let mbr = mbrman::MBR::read_from(&mut r, 512).ok()?;
     let parts: Vec<_> = mbr
         .iter()
@@ -108,7 +107,7 @@ fn mbr_parts(f: &File) -> Option<Vec<(u32, u64, u64, bool)>> {
 
 /// The partitions of a disk or image (number, start byte, end byte), GPT or MBR with logical
 /// partitions; extended containers are left out.
-pub fn partitions(f: &File) -> Vec<(u32, u64, u64)> {
+pub fn partitions(f: &dyn ReadAt) -> Vec<(u32, u64, u64)> {
     if let Some(g) = gpt_parts(f) {
         return g;
     }
@@ -118,8 +117,8 @@ pub fn partitions(f: &File) -> Vec<(u32, u64, u64)> {
 }
 
 /// Analyses a source disk (or image) opened read-only.
-pub fn analyze(f: &File) -> Result<Layout> {
-    let size = size_of(f).context("reading the source size")?;
+pub fn analyze(f: &dyn ReadAt) -> Result<Layout> {
+    let size = f.size().context("reading the source size")?;
     let mut notes = Vec::new();
     let mut parts = Vec::new();
     let mut free = Vec::new();

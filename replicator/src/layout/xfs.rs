@@ -2,8 +2,8 @@
 //! partclone does: AGF → root → leftmost leaf → right siblings. An AG whose records do not add
 //! up to the AGF's free count is treated as fully used.
 
+use super::read::ReadAt;
 use anyhow::{bail, ensure, Result};
-use std::os::unix::fs::FileExt;
 
 const NULL_AGBLOCK: u32 = 0xffff_ffff;
 
@@ -23,7 +23,7 @@ pub fn is_xfs(sb: &[u8]) -> bool {
 
 pub use super::ext::Free;
 
-pub fn free(f: &std::fs::File, base: u64, part_len: u64) -> Result<Free> {
+pub fn free(f: &dyn ReadAt, base: u64, part_len: u64) -> Result<Free> {
     let mut sb = vec![0u8; 512];
     f.read_exact_at(&mut sb, base)?;
     ensure!(is_xfs(&sb), "no XFS superblock");

@@ -13,8 +13,8 @@ pub enum FrameError {
     Closed,
     #[error("frame truncated: {0}")]
     Truncated(std::io::Error),
-    #[error("frame of {len} bytes exceeds the limit of {MAX_FRAME}")]
-    TooLarge { len: u32 },
+    #[error("frame of {len} bytes exceeds the limit of {max}")]
+    TooLarge { len: u32, max: u32 },
     #[error("frame crc32 mismatch: header says {expected:08x}, payload has {actual:08x} ({len} bytes)")]
     Crc { expected: u32, actual: u32, len: u32 },
     #[error("undecodable message ({len} bytes): {source}")]
@@ -35,6 +35,11 @@ pub fn write_frame<W: Write>(w: &mut W, m: &Msg) -> std::io::Result<usize> {
 }
 
 pub fn read_frame<R: Read>(r: &mut R) -> Result<Msg, FrameError> {
+    read_frame_max(r, MAX_FRAME)
+}
+
+/// Reads a frame of at most `max` payload bytes (before authentication: a few KiB).
+pub fn read_frame_max<R: Read>(r: &mut R, max: u32) -> Result<Msg, FrameError> {
     let mut head = [0u8; 8];
     // Distinguish a clean close before a frame from a cut inside one.
     let mut got = 0;
@@ -52,8 +57,8 @@ pub fn read_frame<R: Read>(r: &mut R) -> Result<Msg, FrameError> {
     }
     let len = u32::from_le_bytes(head[..4].try_into().unwrap());
     let expected = u32::from_le_bytes(head[4..].try_into().unwrap());
-    if len > MAX_FRAME {
-        return Err(FrameError::TooLarge { len });
+    if len > max.min(MAX_FRAME) {
+        return Err(FrameError::TooLarge { len, max: max.min(MAX_FRAME) });
     }
     let mut payload = vec![0u8; len as usize];
     r.read_exact(&mut payload).map_err(FrameError::Truncated)?;

@@ -2,16 +2,22 @@
 
 mod frame;
 
-pub use frame::{read_frame, write_frame, FrameError, MAX_FRAME};
+pub use frame::{read_frame, read_frame_max, write_frame, FrameError, MAX_FRAME};
 
 use serde::{Deserialize, Serialize};
 
 pub const MAGIC: [u8; 8] = *b"FERRY\0\0\x01";
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
+/// Largest frame accepted before the peer has proved the token.
+pub const MAX_PREAUTH_FRAME: u32 = 4096;
 /// Granularity of hashing, resume and delta comparison.
 pub const BLOCK: u64 = 16 * 1024;
 /// Largest data piece in one message.
 pub const PIECE: u64 = 1024 * 1024;
+/// Most sample blocks a DiskPlan may carry.
+pub const MAX_SAMPLES: usize = 64;
+/// Most blocks one delta HashQuery may name (the sender asks for 16 MiB, 1024 blocks).
+pub const MAX_QUERY_BLOCKS: usize = 4096;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct TargetInfo {
@@ -36,6 +42,9 @@ pub struct DiskPlan {
     pub extent_bytes: u64,
     /// Target selector: name, serial, or `#N`; empty = next in order.
     pub target: String,
+    /// Up to MAX_SAMPLES non-zero source blocks (offset, len, hash): without state for a
+    /// target, the receiver compares them to tell an earlier copy (delta) from anything else.
+    pub samples: Vec<(u64, u32, [u8; 32])>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -65,22 +74,36 @@ pub struct DiskResult {
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub enum Msg {
+    /// Sender → receiver: SPAKE2 message A (token as password, identities bound to the TLS
+    /// session), and who is calling.
     Hello {
         magic: [u8; 8],
         version: u32,
-        proof: [u8; 32],
+        pake: serde_bytes::ByteBuf,
         client: String,
     },
+    /// Receiver → sender: SPAKE2 message B.
+    Challenge {
+        pake: serde_bytes::ByteBuf,
+    },
+    /// Sender → receiver: key confirmation (HMAC under the SPAKE2 key).
+    Proof {
+        mac: [u8; 32],
+    },
+    /// Receiver → sender: its key confirmation, and the targets it offers.
     Welcome {
-        proof: [u8; 32],
+        mac: [u8; 32],
         targets: Vec<TargetInfo>,
     },
     Refused {
         reason: String,
     },
+    /// `dry_run`: check the plan and answer PlanOk or Refused, changing nothing; a real Plan
+    /// follows (the sender freezes its sources in between).
     Plan {
         disks: Vec<DiskPlan>,
         verify: bool,
+        dry_run: bool,
     },
     PlanOk {
         disks: Vec<DiskStart>,
@@ -136,6 +159,8 @@ impl Msg {
     pub fn kind(&self) -> &'static str {
         match self {
             Msg::Hello { .. } => "Hello",
+            Msg::Challenge { .. } => "Challenge",
+            Msg::Proof { .. } => "Proof",
             Msg::Welcome { .. } => "Welcome",
             Msg::Refused { .. } => "Refused",
             Msg::Plan { .. } => "Plan",
@@ -154,19 +179,59 @@ impl Msg {
     }
 }
 
-/// Reads one message, turning a peer's `Error`/`Refused` into an error.
-pub fn recv<R: std::io::Read>(r: &mut R) -> anyhow::Result<Msg> {
-    let m = read_frame(r)?;
+/// What a peer says, made safe to log and show: control characters become `?`, and the text
+/// is cut to `max` bytes (at a character boundary, marked with `…`).
+pub fn sanitize(s: &str, max: usize) -> String {
+    let clean: String = s.chars().map(|c| if c.is_control() { '?' } else { c }).collect();
+    if clean.len() <= max {
+        return clean;
+    }
+    let mut cut = max.saturating_sub('…'.len_utf8());
+    while !clean.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}…", &clean[..cut])
+}
+
+/// Longest peer-supplied text kept in an error.
+pub const MAX_PEER_TEXT: usize = 400;
+
+fn check(m: Msg) -> anyhow::Result<Msg> {
     match m {
-        Msg::Error { message } => anyhow::bail!("peer reported an error: {message}"),
-        Msg::Refused { reason } => anyhow::bail!("refused by the receiver: {reason}"),
+        Msg::Error { message } => {
+            anyhow::bail!("peer reported an error: {}", sanitize(&message, MAX_PEER_TEXT))
+        }
+        Msg::Refused { reason } => {
+            anyhow::bail!("refused by the receiver: {}", sanitize(&reason, MAX_PEER_TEXT))
+        }
         m => Ok(m),
     }
 }
 
+/// Reads one message, turning a peer's `Error`/`Refused` into an error.
+pub fn recv<R: std::io::Read>(r: &mut R) -> anyhow::Result<Msg> {
+    check(read_frame(r)?)
+}
+
 /// Reads one message and fails unless it is of kind `want`.
 pub fn expect<R: std::io::Read>(r: &mut R, want: &str) -> anyhow::Result<Msg> {
-    let m = recv(r)?;
+    expect_max(r, want, MAX_FRAME)
+}
+
+/// As [`expect`], for a frame of at most `max` bytes (before authentication).
+pub fn expect_max<R: std::io::Read>(r: &mut R, want: &str, max: u32) -> anyhow::Result<Msg> {
+    let m = check(read_frame_max(r, max)?)?;
     anyhow::ensure!(m.kind() == want, "protocol error: expected {want}, got {}", m.kind());
     Ok(m)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sanitize_caps_and_cleans() {
+        assert_eq!(super::sanitize("a\nb\x1b[2J", 100), "a?b?[2J");
+        let long = "é".repeat(1000);
+        let s = super::sanitize(&long, 11);
+        assert!(s.len() <= 11 && s.ends_with('…'), "{s}");
+    }
 }

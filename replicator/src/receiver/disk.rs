@@ -1,9 +1,9 @@
 //! Receiving one disk: applies Data/Zero in offset order, folds block hashes into the digest and
 //! the hash log, answers delta HashQuery batches, checkpoints, and verifies at the end.
 
-use super::state::{State, Store};
+use super::state::{self, State, Store};
 use super::target::Target;
-use crate::digest::{self, Digest, Hash, RECORD};
+use crate::digest::{self, Digest, Hash};
 use crate::proto::{DiskResult, Mode};
 use anyhow::{bail, ensure, Context, Result};
 use std::collections::HashMap;
@@ -32,31 +32,46 @@ pub struct DiskRx {
     pub source_size: u64,
     /// A checkpoint syncing in the background (the transfer goes on meanwhile).
     syncing: Option<std::thread::JoinHandle<Result<()>>>,
+    /// Closed runs of folded blocks (in the `.runs` file) and the run still growing.
+    runs: u64,
+    open_run: Option<(u64, u64)>,
 }
 
 impl DiskRx {
+    #[allow(clippy::too_many_arguments)]
+    /// Starts receiving into `target`: a new pass records its start (durable 0) before any
+    /// write; a resumed one continues from the saved state.
     pub fn new(
         target: Target,
         name: String,
-        store: Store,
-        state: State,
+        mut store: Store,
+        state_dir: &std::path::Path,
+        mut state: State,
         mode: Mode,
         source_size: u64,
         checkpoint_bytes: u64,
     ) -> Result<Self> {
-        let mut store = store;
-        let (digest, pos) = match mode {
-            Mode::Resume { from } => (store.open_log(state.blocks)?, from),
-            _ => (store.open_log(0)?, 0),
-        };
+        if !matches!(mode, Mode::Resume { .. }) {
+            state = State {
+                source_id: state.source_id,
+                plan_hash: state.plan_hash,
+                target: state.target,
+                ..Default::default()
+            };
+        }
+        let digest = store.open(state_dir, &state)?;
+        state.complete = false;
+        store.save(&state)?;
         Ok(DiskRx {
             target,
             name,
             store,
-            state,
             digest,
             mode,
-            pos,
+            pos: state.durable,
+            runs: state.runs,
+            open_run: state.open_run,
+            state,
             batch: Vec::new(),
             written: HashMap::new(),
             since_checkpoint: 0,
@@ -85,9 +100,21 @@ impl DiskRx {
     }
 
     fn fold(&mut self, offset: u64, len: u32, h: &Hash) -> Result<()> {
-        self.digest.fold(offset, len, h);
-        self.store.append(&digest::record(offset, len, h))?;
-        self.pos = offset + len as u64;
+        if let Some(c) = self.digest.fold(offset, len, h) {
+            self.store.push_chunk(&c)?;
+        }
+        let end = offset + len as u64;
+        match &mut self.open_run {
+            // Merged only at block boundaries, so verification cuts the same blocks.
+            Some((_, e)) if *e == offset && offset.is_multiple_of(crate::proto::BLOCK) => *e = end,
+            open => {
+                if let Some(r) = open.replace((offset, end)) {
+                    self.store.push_run(r)?;
+                    self.runs += 1;
+                }
+            }
+        }
+        self.pos = end;
         self.since_checkpoint += len as u64;
         Ok(())
     }
@@ -185,9 +212,7 @@ impl DiskRx {
             && (self.since_checkpoint >= self.checkpoint_bytes
                 || self.last_checkpoint.elapsed() >= CHECKPOINT_TIME)
         {
-            self.state.durable = self.pos;
-            self.state.blocks = self.digest.blocks;
-            self.state.complete = false;
+            self.note_position(false);
             let snapshot = self.state.clone();
             let target = self.target.file.try_clone().context("cloning the target handle")?;
             let persister = self.store.persister()?;
@@ -202,6 +227,16 @@ impl DiskRx {
         Ok(())
     }
 
+    /// Copies where the pass is into the state to save.
+    fn note_position(&mut self, complete: bool) {
+        self.state.durable = self.pos;
+        self.state.blocks = self.digest.blocks;
+        self.state.runs = self.runs;
+        self.state.open_run = self.open_run;
+        self.state.tail = state::tail_hex(&self.digest);
+        self.state.complete = complete;
+    }
+
     fn join_sync(&mut self) -> Result<()> {
         match self.syncing.take() {
             Some(h) => h.join().map_err(|_| anyhow::anyhow!("checkpoint thread panicked"))?,
@@ -212,9 +247,7 @@ impl DiskRx {
     fn checkpoint(&mut self, complete: bool) -> Result<()> {
         self.join_sync()?;
         self.target.sync()?;
-        self.state.durable = self.pos;
-        self.state.blocks = self.digest.blocks;
-        self.state.complete = complete;
+        self.note_position(complete);
         self.store.save(&self.state)?;
         self.since_checkpoint = 0;
         self.last_checkpoint = Instant::now();
@@ -226,6 +259,8 @@ impl DiskRx {
         ensure!(self.batch.is_empty(), "{}: DiskEnd inside a delta batch", self.name);
         let ours = self.digest.value();
         if ours != *their || self.digest.blocks != their_blocks {
+            // Never resume over this: the next pass compares every block.
+            self.state.suspect = true;
             self.checkpoint(false)?;
             bail!(
                 "{}: digest mismatch: sender {} over {their_blocks} blocks, receiver {} over {} blocks",
@@ -258,32 +293,25 @@ impl DiskRx {
         })
     }
 
-    /// Re-reads every block named in the hash log from the device and compares hashes.
+    /// Re-reads every block of the pass from the device and recomputes the digest.
     fn verify(&self) -> Result<bool> {
-        use std::io::Read;
         self.target.drop_cache();
-        let log = std::fs::File::open(self.store.log_path()).context("reopening the hash log")?;
-        let mut r = std::io::BufReader::new(log);
-        let mut rec = [0u8; RECORD];
+        let mut runs = self.store.read_runs(self.runs)?;
+        runs.extend(self.open_run);
+        let mut d = Digest::default();
         let mut buf = Vec::new();
-        while r.read_exact(&mut rec).is_ok() {
-            let (o, l, h) = digest::parse_record(&rec);
-            buf.resize(l as usize, 0);
-            self.target.read(o, &mut buf)?;
-            if digest::hash(&buf) != h {
-                log::error!("{}: verification failed at byte {o}", self.name);
-                return Ok(false);
+        for (s, e) in runs {
+            for (o, l) in digest::blocks(s, e) {
+                buf.resize(l as usize, 0);
+                self.target.read(o, &mut buf)?;
+                d.fold(o, l, &digest::hash(&buf));
             }
         }
-        Ok(true)
-    }
-
-    /// Records the start of a new (non-resumed) pass before any write.
-    pub fn reset_state(&mut self) -> Result<()> {
-        self.state.durable = 0;
-        self.state.blocks = 0;
-        self.state.complete = false;
-        self.store.save(&self.state)
+        let ok = d.blocks == self.digest.blocks && d.value() == self.digest.value();
+        if !ok {
+            log::error!("{}: verification failed: the device holds other data than was written", self.name);
+        }
+        Ok(ok)
     }
 
     pub fn position(&self) -> u64 {

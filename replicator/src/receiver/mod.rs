@@ -1,22 +1,36 @@
-//! The receiving side (the appliance, or `ferry-init receive` on a host): TLS with an ephemeral
-//! identity, token proof both ways, plan check, then the disks. Nothing touches a target before
-//! the sender has proven the token and every target has passed its checks.
+//! The receiving side (the appliance, or `ferry-init receive` on a host): TLS 1.3 with an
+//! ephemeral identity, SPAKE2 on the token, plan check, then the disks. Nothing touches a target
+//! (or its resume state) before the sender has proven the token and the whole plan has passed.
+//!
+//! Every connection gets its own thread; one that has not authenticated within
+//! [`HANDSHAKE_DEADLINE`] is cut, at most [`MAX_PENDING`] wait at once (the oldest go first), and
+//! failed `accept`s are retried: no stranger can stall or end the receiver. One authenticated
+//! session runs at a time.
 
 mod disk;
+mod plan;
+mod session;
 pub mod state;
 pub mod target;
 
-use crate::auth::{self, Identity, Role, ServerStream};
-use crate::digest::hex;
-use crate::proto::{self, write_frame, DiskPlan, DiskStart, Mode, Msg, TargetInfo};
-use anyhow::{bail, Context, Result};
-use disk::DiskRx;
+pub use plan::resolve;
+
+use crate::auth::{Identity, ServerStream};
+use crate::proto::{self, write_frame, Msg, TargetInfo};
+use anyhow::{Context, Result};
 use serde::Serialize;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
-use target::Target;
+use std::time::{Duration, Instant};
+
+/// An unauthenticated connection is cut after this long.
+pub const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(10);
+/// Most unauthenticated connections waiting at once.
+pub const MAX_PENDING: usize = 64;
+/// Longest error text kept in the status.
+const MAX_ERROR: usize = 512;
 
 /// A place data may be written: a path plus how the sender may name it.
 #[derive(Debug, Clone)]
@@ -54,7 +68,10 @@ pub struct RxStatus {
 }
 
 /// Called when a finalizing pass has all its data: returns (ok, report) sent back to the sender.
-pub type FinalizeHook = Box<dyn Fn(&[TargetInfo]) -> (bool, String) + Send>;
+/// Told the outcome of every connection.
+pub type Observer = Box<dyn Fn(&Result<Outcome>) + Send + Sync>;
+
+pub type FinalizeHook = Box<dyn Fn(&[TargetInfo]) -> (bool, String) + Send + Sync>;
 
 pub struct Receiver {
     pub token: String,
@@ -67,9 +84,16 @@ pub struct Receiver {
     pub checkpoint_bytes: u64,
     /// Re-lists the targets at each session (the appliance: disks attached after boot).
     pub discover: Option<Box<dyn Fn() -> Vec<TargetSpec> + Send + Sync>>,
+    /// Told the outcome of every session (tests).
+    pub observer: Option<Observer>,
+    /// How long a peer that failed authentication 5 times in a row is refused.
+    pub auth_cooldown: Duration,
+    limiter: session::Limiter,
+    /// Held by the authenticated session.
+    busy: Mutex<()>,
 }
 
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     Refused,
     Pass,
@@ -94,6 +118,10 @@ impl Receiver {
             finalize: None,
             checkpoint_bytes: disk::CHECKPOINT_BYTES,
             discover: None,
+            observer: None,
+            auth_cooldown: Duration::from_secs(30),
+            limiter: session::Limiter::default(),
+            busy: Mutex::new(()),
         })
     }
 
@@ -106,19 +134,81 @@ impl Receiver {
         let addr = listener.local_addr()?;
         self.set(|s| s.listen = addr.to_string());
         log::info!("receiver: listening on {addr}, TLS fingerprint {}", self.identity.fingerprint);
-        loop {
-            let (sock, peer) = listener.accept().context("accepting a sender")?;
-            match self.session(sock, peer) {
-                Ok(Outcome::Finalized) => return Ok(()),
+        listener.set_nonblocking(true).context("making the listener non-blocking")?;
+        let done = AtomicBool::new(false);
+        let conns: Mutex<Vec<Pending>> = Mutex::new(Vec::new());
+        std::thread::scope(|sc| {
+            while !done.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((sock, peer)) => self.spawn(sc, sock, peer, &conns, &done),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        sweep(&conns);
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    Err(e) => {
+                        // EMFILE, ENOBUFS, ECONNABORTED...: wait a little and go on.
+                        log::warn!("receiver: accept failed: {e}; retrying");
+                        sweep(&conns);
+                        std::thread::sleep(Duration::from_millis(200));
+                    }
+                }
+            }
+            // Finalized: hang up on whoever is still waiting.
+            for p in conns.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+                let _ = p.sock.shutdown(Shutdown::Both);
+            }
+        });
+        Ok(())
+    }
+
+    /// Serves one connection on its own thread.
+    fn spawn<'s>(
+        &'s self,
+        sc: &'s std::thread::Scope<'s, '_>,
+        sock: TcpStream,
+        peer: SocketAddr,
+        conns: &'s Mutex<Vec<Pending>>,
+        done: &'s AtomicBool,
+    ) {
+        let _ = sock.set_nonblocking(false);
+        let authed = Arc::new(AtomicBool::new(false));
+        let finished = Arc::new(AtomicBool::new(false));
+        if let Ok(c) = sock.try_clone() {
+            let mut l = conns.lock().unwrap_or_else(|e| e.into_inner());
+            l.push(Pending {
+                sock: c,
+                since: Instant::now(),
+                authed: authed.clone(),
+                finished: finished.clone(),
+            });
+            evict(&mut l);
+        }
+        let run = move || {
+            let r = self.connection(sock, peer, &authed);
+            finished.store(true, Ordering::SeqCst);
+            if let Some(o) = &self.observer {
+                o(&r);
+            }
+            match r {
+                Ok(Outcome::Finalized) => done.store(true, Ordering::SeqCst),
                 Ok(_) => {}
                 Err(e) => {
-                    log::warn!("receiver: session from {peer} ended: {e:#}");
+                    let msg = proto::sanitize(&format!("{e:#}"), MAX_ERROR);
+                    log::warn!("receiver: connection from {peer} ended: {msg}");
+                    let was_session = authed.load(Ordering::SeqCst);
                     self.set(|s| {
-                        s.last_error = Some(format!("{e:#}"));
-                        s.state = "waiting".into();
+                        s.last_error = Some(msg);
+                        if was_session {
+                            s.state = "waiting".into();
+                        }
                     });
                 }
             }
+        };
+        // Conversion runs on the session's thread: give it a full-size stack.
+        let b = std::thread::Builder::new().name("ferry-rx".into()).stack_size(8 << 20);
+        if let Err(e) = b.spawn_scoped(sc, run) {
+            log::warn!("receiver: no thread for {peer}: {e}");
         }
     }
 
@@ -145,258 +235,49 @@ impl Receiver {
     }
 
     fn refuse(&self, s: &mut ServerStream, reason: String) -> Result<Outcome> {
+        let reason = proto::sanitize(&reason, MAX_ERROR);
         log::warn!("receiver: refused: {reason}");
         let _ = write_frame(s, &Msg::Refused { reason: reason.clone() });
         let _ = std::io::Write::flush(s);
         self.set(|st| st.last_error = Some(reason));
         Ok(Outcome::Refused)
     }
+}
 
-    pub fn session(&self, sock: TcpStream, peer: SocketAddr) -> Result<Outcome> {
-        sock.set_read_timeout(Some(Duration::from_secs(300)))?;
-        sock.set_nodelay(true)?;
-        self.set(|s| s.sessions += 1);
-        let mut s = auth::server(sock, &self.identity).with_context(|| format!("TLS with {peer}"))?;
-        let Msg::Hello { magic, version, proof, client } = proto::expect(&mut s, "Hello")? else {
-            unreachable!()
-        };
-        if magic != proto::MAGIC || version != proto::VERSION {
-            return self.refuse(
-                &mut s,
-                format!("protocol version {version} from {peer}; this receiver speaks {}", proto::VERSION),
-            );
-        }
-        if !auth::check(&s.conn, &self.token, Role::Sender, &proof)? {
-            self.set(|st| st.failed_auth += 1);
-            return self.refuse(
-                &mut s,
-                format!("authentication failed for {peer} (wrong token, or a man in the middle)"),
-            );
-        }
-        log::info!("receiver: {client} at {peer} authenticated");
-        let specs = self.specs();
-        let targets = Self::targets_info(&specs);
-        let mine = auth::proof(&s.conn, &self.token, Role::Receiver)?;
-        write_frame(&mut s, &Msg::Welcome { proof: mine, targets: targets.clone() })?;
-        let Msg::Plan { disks, verify } = proto::expect(&mut s, "Plan")? else { unreachable!() };
-        let (mut rx, starts) = match self.check_plan(&disks, &specs, &targets) {
-            Ok(x) => x,
-            Err(e) => return self.refuse(&mut s, format!("{e:#}")),
-        };
-        self.set(|st| {
-            st.state = "receiving".into();
-            st.disks = disks
-                .iter()
-                .zip(&starts)
-                .map(|(d, st)| DiskProgress {
-                    source: d.source.clone(),
-                    target: st.target.name.clone(),
-                    mode: format!("{:?}", st.mode),
-                    total_bytes: d.extent_bytes,
-                    state: "pending".into(),
-                    ..Default::default()
-                })
-                .collect();
-        });
-        write_frame(&mut s, &Msg::PlanOk { disks: starts.clone() })?;
-        let finalize = self.stream(&mut s, &mut rx, verify)?;
-        // Close the targets (and their exclusive claims) before conversion mounts them.
-        drop(rx);
-        self.set(|st| st.passes_completed += 1);
-        let (ok, report) = if finalize {
-            self.set(|st| st.state = "finalizing".into());
-            match &self.finalize {
-                Some(h) => h(&starts.iter().map(|d| d.target.clone()).collect::<Vec<_>>()),
-                None => (true, "data complete".to_string()),
-            }
-        } else {
-            (true, "pass complete; waiting for more passes".to_string())
-        };
-        self.set(|st| {
-            st.state = if finalize { "finalized".into() } else { "waiting".into() };
-            st.finalized = finalize;
-        });
-        write_frame(&mut s, &Msg::Finished { report, ok })?;
-        std::io::Write::flush(&mut s)?;
-        s.conn.send_close_notify();
-        let _ = std::io::Write::flush(&mut s);
-        Ok(if finalize { Outcome::Finalized } else { Outcome::Pass })
-    }
+/// A connection the accept loop watches until it authenticates or ends.
+struct Pending {
+    sock: TcpStream,
+    since: Instant,
+    authed: Arc<AtomicBool>,
+    finished: Arc<AtomicBool>,
+}
 
-    fn stream(&self, s: &mut ServerStream, rx: &mut [DiskRx], verify: bool) -> Result<bool> {
-        let disk_of = |d: u32, rx: &mut [DiskRx]| -> Result<usize> {
-            let i = d as usize;
-            if i >= rx.len() {
-                bail!("message for disk {d}, but the plan has {}", rx.len());
-            }
-            Ok(i)
-        };
-        let mut last_publish = std::time::Instant::now();
-        loop {
-            let m = proto::recv(s)?;
-            match m {
-                Msg::Data { disk, offset, raw_len, compressed, bytes } => {
-                    let i = disk_of(disk, rx)?;
-                    let raw = if compressed {
-                        let v = zstd::bulk::decompress(&bytes, raw_len as usize)
-                            .with_context(|| format!("decompressing data at {offset}"))?;
-                        anyhow::ensure!(
-                            v.len() == raw_len as usize,
-                            "data at {offset}: {} bytes, header says {raw_len}",
-                            v.len()
-                        );
-                        v
-                    } else {
-                        anyhow::ensure!(bytes.len() == raw_len as usize, "data at {offset}: length mismatch");
-                        bytes.into_vec()
-                    };
-                    rx[i].data(offset, &raw)?;
-                    rx[i].maybe_checkpoint()?;
-                }
-                Msg::Zero { disk, offset, len } => {
-                    let i = disk_of(disk, rx)?;
-                    rx[i].zero(offset, len)?;
-                    rx[i].maybe_checkpoint()?;
-                }
-                Msg::HashQuery { disk, blocks } => {
-                    let i = disk_of(disk, rx)?;
-                    let hashes = rx[i].query(&blocks)?;
-                    write_frame(s, &Msg::Hashes { hashes })?;
-                }
-                Msg::Commit { disk } => {
-                    let i = disk_of(disk, rx)?;
-                    rx[i].commit()?;
-                    rx[i].maybe_checkpoint()?;
-                }
-                Msg::DiskEnd { disk, digest, blocks } => {
-                    let i = disk_of(disk, rx)?;
-                    let result = rx[i].finish(&digest, blocks, verify)?;
-                    self.set(|st| {
-                        let d = &mut st.disks[i];
-                        d.state = "complete".into();
-                        d.position = d.total_bytes;
-                        d.bytes_written = result.bytes_written;
-                        d.digest = hex(&result.digest);
-                        d.verified = result.verified;
-                    });
-                    write_frame(s, &Msg::DiskDone { result })?;
-                }
-                Msg::Finish { finalize } => return Ok(finalize),
-                other => bail!("protocol error: unexpected {} during the transfer", other.kind()),
-            }
-            if last_publish.elapsed() >= Duration::from_millis(500) {
-                last_publish = std::time::Instant::now();
-                self.set(|st| {
-                    for (d, r) in st.disks.iter_mut().zip(rx.iter()) {
-                        d.position = r.position();
-                        d.bytes_written = r.bytes_written;
-                        if d.state == "pending" && r.position() > 0 {
-                            d.state = "receiving".into();
-                        }
-                    }
-                });
-            }
-        }
-    }
-
-    /// Resolves and checks every target before anything is written.
-    fn check_plan(
-        &self,
-        disks: &[DiskPlan],
-        specs: &[TargetSpec],
-        targets: &[TargetInfo],
-    ) -> Result<(Vec<DiskRx>, Vec<DiskStart>)> {
-        anyhow::ensure!(!disks.is_empty(), "the plan names no disk");
-        let mut used = Vec::new();
-        let mut next = 0usize;
-        let mut chosen = Vec::new();
-        for d in disks {
-            let idx = if d.target.is_empty() {
-                while used.contains(&next) {
-                    next += 1;
-                }
-                next
-            } else {
-                resolve(&d.target, targets)?
-            };
-            let t = targets.get(idx).with_context(|| {
-                format!(
-                    "no target left for source {} ({} targets: {})",
-                    d.source,
-                    targets.len(),
-                    names(targets)
-                )
-            })?;
-            anyhow::ensure!(!used.contains(&idx), "target {} is named twice in the plan", t.name);
-            used.push(idx);
-            chosen.push((d, idx));
-        }
-        let mut rx = Vec::new();
-        let mut starts = Vec::new();
-        for (d, idx) in chosen {
-            let info = &targets[idx];
-            let target = Target::open(&specs[idx].path)?;
-            if target.size < d.last_used {
-                bail!(
-                    "target {} is {} bytes; source {} needs at least {} bytes (its last used byte)",
-                    info.name,
-                    target.size,
-                    d.source,
-                    d.last_used
-                );
-            }
-            let store = state::Store::new(&self.state_dir, &info.name)?;
-            let prev = store.load();
-            let sid = hex(&d.source_id);
-            let ph = hex(&d.plan_hash);
-            let mode = match &prev {
-                Some(p) if p.source_id == sid && p.plan_hash == ph && !p.complete => {
-                    Mode::Resume { from: p.durable }
-                }
-                Some(p) if p.source_id == sid => Mode::Delta,
-                _ => Mode::Full,
-            };
-            let mut st = match (&mode, prev) {
-                (Mode::Resume { .. }, Some(p)) => p,
-                _ => state::State { source_id: sid, plan_hash: ph, ..Default::default() },
-            };
-            st.complete = false;
-            let r = DiskRx::new(
-                target,
-                info.name.clone(),
-                store,
-                st.clone(),
-                mode,
-                d.source_size,
-                self.checkpoint_bytes,
-            )?;
-            log::info!("receiver: {} → {} ({:?})", d.source, info.name, mode);
-            rx.push(r);
-            starts.push(DiskStart { target: info.clone(), mode });
-        }
-        // Every target passed: only now record that new passes begin.
-        for (r, st) in rx.iter_mut().zip(&starts) {
-            if !matches!(st.mode, Mode::Resume { .. }) {
-                r.reset_state()?;
-            }
-        }
-        Ok((rx, starts))
+impl Pending {
+    fn waiting(&self) -> bool {
+        !self.authed.load(Ordering::SeqCst) && !self.finished.load(Ordering::SeqCst)
     }
 }
 
-fn names(t: &[TargetInfo]) -> String {
-    t.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(", ")
+/// Forgets ended and authenticated connections; cuts those past the handshake deadline.
+fn sweep(conns: &Mutex<Vec<Pending>>) {
+    let mut l = conns.lock().unwrap_or_else(|e| e.into_inner());
+    l.retain(|p| {
+        if !p.waiting() {
+            return false;
+        }
+        if p.since.elapsed() >= HANDSHAKE_DEADLINE {
+            let _ = p.sock.shutdown(Shutdown::Both);
+            return false;
+        }
+        true
+    });
 }
 
-/// A target named by name (`vda`), serial, or index (`#0`).
-pub fn resolve(sel: &str, targets: &[TargetInfo]) -> Result<usize> {
-    if let Some(n) = sel.strip_prefix('#') {
-        let i: usize = n.parse().with_context(|| format!("target index {sel:?} is not a number"))?;
-        anyhow::ensure!(i < targets.len(), "target index {sel} is out of range ({} targets)", targets.len());
-        return Ok(i);
+/// Cuts the oldest waiting connections beyond [`MAX_PENDING`].
+fn evict(l: &mut Vec<Pending>) {
+    l.retain(Pending::waiting);
+    while l.len() > MAX_PENDING {
+        let p = l.remove(0);
+        let _ = p.sock.shutdown(Shutdown::Both);
     }
-    targets
-        .iter()
-        .position(|t| t.name == sel || (!t.serial.is_empty() && t.serial == sel) || t.path == sel)
-        .with_context(|| format!("no target named {sel:?} (targets: {})", names(targets)))
 }

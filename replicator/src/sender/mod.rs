@@ -2,10 +2,12 @@
 //! the receiver, sends the plan, then streams each disk in the mode the receiver chose (full,
 //! resume or delta) and checks the digests.
 
+pub mod freeze;
 pub mod pipeline;
 pub mod source;
+pub mod stack;
 
-use crate::auth::{self, ClientStream, Role};
+use crate::auth::{self, ClientStream};
 use crate::digest::{hex, Digest};
 use crate::layout::{self, Layout};
 use crate::progress::{Bucket, Progress, Style};
@@ -13,7 +15,6 @@ use crate::proto::{self, write_frame, DiskPlan, DiskResult, Mode, Msg};
 use anyhow::{bail, Context, Result};
 use pipeline::{PieceOut, Pipeline, Work};
 use serde::Serialize;
-use std::fs::File;
 use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -64,6 +65,12 @@ pub struct Report {
     pub finalized: bool,
     pub receiver_report: String,
     pub ok: bool,
+    /// How consistent this pass's copy is (offline, live, frozen, not-crash-consistent).
+    pub consistency: freeze::Consistency,
+    /// Mount points frozen during the pass.
+    pub frozen: Vec<String>,
+    /// Why a `--freeze` pass is not crash-consistent.
+    pub consistency_problems: Vec<String>,
 }
 
 /// zstd level for the 0..=10 scale (0 = no compression).
@@ -102,65 +109,44 @@ fn connect(to: &str) -> Result<TcpStream> {
         .with_context(|| format!("connecting to {addr}"))
 }
 
-pub fn send(o: &Options) -> Result<Report> {
-    anyhow::ensure!(!o.disks.is_empty(), "nothing to send");
-    let mut frozen = Vec::new();
-    if o.freeze && o.finalize {
-        for (path, _) in &o.disks {
-            frozen.push(source::freeze(path)?);
-        }
+/// One source: its path, target selector, open handle and layout.
+struct Src {
+    path: String,
+    sel: String,
+    f: Arc<source::Source>,
+    layout: Layout,
+}
+
+fn analyse(path: &str, sel: &str) -> Result<Src> {
+    let f = source::open(path)?;
+    let layout = layout::analyze(&f).with_context(|| format!("analysing {path}"))?;
+    if !f.is_direct() {
+        log::debug!("{path}: direct I/O refused; reading buffered and dropping its cache");
     }
-    let mut srcs = Vec::new();
-    for (path, sel) in &o.disks {
-        let f = source::open(path)?;
-        let layout = layout::analyze(&f).with_context(|| format!("analysing {path}"))?;
-        for n in &layout.notes {
-            log::warn!("{path}: {n}");
-        }
-        if frozen.is_empty() {
-            if let Some(w) = source::mounted_warning(path) {
-                log::warn!("{w}");
-            }
-        }
-        srcs.push((path.clone(), sel.clone(), Arc::new(f), layout));
-    }
-    let sock = connect(&o.to)?;
-    sock.set_nodelay(true)?;
-    sock.set_read_timeout(Some(Duration::from_secs(600)))?;
-    let s = auth::client(sock, o.fingerprint.clone())?;
-    let mut c = Conn { s, wire: 0, bucket: o.bwlimit_mbit.map(Bucket::new) };
-    let proof = auth::proof(&c.s.conn, &o.token, Role::Sender)?;
-    let host = nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default();
-    c.send(&Msg::Hello {
-        magic: proto::MAGIC,
-        version: proto::VERSION,
-        proof,
-        client: format!("ferry {} on {host}", env!("CARGO_PKG_VERSION")),
-    })?;
-    let Msg::Welcome { proof, targets } = proto::expect(&mut c.s, "Welcome")? else { unreachable!() };
-    if !auth::check(&c.s.conn, &o.token, Role::Receiver, &proof)? {
-        bail!("the receiver could not prove it knows the token: wrong token, or a man in the middle; nothing was sent");
-    }
-    log::info!(
-        "receiver authenticated; targets: {}",
-        targets.iter().map(|t| format!("{} ({} bytes)", t.name, t.size_bytes)).collect::<Vec<_>>().join(", ")
-    );
-    let plans: Vec<DiskPlan> = srcs
-        .iter()
-        .map(|(path, sel, _, l)| {
-            let sid = source::source_id(path, l.size);
+    Ok(Src { path: path.into(), sel: sel.into(), f: Arc::new(f), layout })
+}
+
+fn plans(srcs: &[Src]) -> Vec<DiskPlan> {
+    srcs.iter()
+        .map(|s| {
+            let l = &s.layout;
+            let sid = source::source_id(&s.path, l.size);
             DiskPlan {
-                source: path.clone(),
+                source: s.path.clone(),
                 source_size: l.size,
                 source_id: sid,
                 plan_hash: source::plan_hash(&sid, &l.extents),
                 last_used: l.last_used,
                 extent_bytes: l.extent_bytes,
-                target: sel.clone(),
+                target: s.sel.clone(),
+                samples: source::samples(&s.f, &l.extents),
             }
         })
-        .collect();
-    c.send(&Msg::Plan { disks: plans, verify: o.verify })?;
+        .collect()
+}
+
+fn plan_ok(c: &mut Conn, srcs: &[Src], verify: bool, dry_run: bool) -> Result<Vec<proto::DiskStart>> {
+    c.send(&Msg::Plan { disks: plans(srcs), verify, dry_run })?;
     let Msg::PlanOk { disks: starts } = proto::expect(&mut c.s, "PlanOk")? else { unreachable!() };
     anyhow::ensure!(
         starts.len() == srcs.len(),
@@ -168,38 +154,106 @@ pub fn send(o: &Options) -> Result<Report> {
         starts.len(),
         srcs.len()
     );
+    Ok(starts)
+}
+
+pub fn send(o: &Options) -> Result<Report> {
+    anyhow::ensure!(!o.disks.is_empty(), "nothing to send");
+    let mut srcs = Vec::new();
+    for (path, sel) in &o.disks {
+        let s = analyse(path, sel)?;
+        for n in &s.layout.notes {
+            log::warn!("{path}: {n}");
+        }
+        srcs.push(s);
+    }
+    let sys = stack::Sys::system();
+    let paths: Vec<String> = o.disks.iter().map(|(p, _)| p.clone()).collect();
+    let live = freeze::inspect(&sys, &stack::mounts().unwrap_or_default(), &paths);
+    let freezing = o.freeze && o.finalize;
+    if !freezing {
+        for m in &live.writable {
+            log::warn!(
+                "{} is mounted read-write on a source: a live copy may be inconsistent; finish with a --freeze pass after stopping services",
+                m.point
+            );
+        }
+        for w in &live.invisible {
+            log::warn!("{w}");
+        }
+    }
+    let sock = connect(&o.to)?;
+    sock.set_nodelay(true)?;
+    sock.set_read_timeout(Some(Duration::from_secs(600)))?;
+    let s = auth::client(sock, o.fingerprint.clone())?;
+    let mut c = Conn { s, wire: 0, bucket: o.bwlimit_mbit.map(Bucket::new) };
+    let targets = auth::client_handshake(&mut c.s, &o.token)?;
+    log::info!(
+        "receiver authenticated; targets: {}",
+        targets.iter().map(|t| format!("{} ({} bytes)", t.name, t.size_bytes)).collect::<Vec<_>>().join(", ")
+    );
+    // Freeze only once the receiver is authenticated and has accepted the plan; then analyse
+    // again (the filesystems may have allocated blocks meanwhile) and send the real plan.
+    let mut frozen = None;
+    if freezing {
+        plan_ok(&mut c, &srcs, o.verify, true)?;
+        let fr = freeze::Frozen::freeze(&live);
+        if !fr.mountpoints().is_empty() {
+            for s in srcs.iter_mut() {
+                *s = analyse(&s.path, &s.sel)?;
+            }
+        }
+        frozen = Some(fr);
+    }
+    let consistency = match &frozen {
+        Some(f) => f.consistency(),
+        None if live.is_idle() => freeze::Consistency::Offline,
+        None => freeze::Consistency::Live,
+    };
+    let starts = plan_ok(&mut c, &srcs, o.verify, false)?;
     let mut reports = Vec::new();
-    for (i, ((path, _, f, layout), start)) in srcs.iter().zip(&starts).enumerate() {
+    for (i, (src, start)) in srcs.iter().zip(&starts).enumerate() {
         log::info!(
-            "{path} → {} ({:?}): {} bytes to consider of {}",
+            "{} → {} ({:?}): {} bytes to consider of {}",
+            src.path,
             start.target.name,
             start.mode,
-            layout.extent_bytes,
-            layout.size
+            src.layout.extent_bytes,
+            src.layout.size
         );
-        let r = send_disk(&mut c, o, i as u32, path, f.clone(), layout, start.mode, &start.target.name)?;
+        let r = send_disk(&mut c, o, i as u32, src, start.mode, &start.target.name)?;
         reports.push(r);
     }
     // The data is all on the receiver: thaw before the (possibly long) finalization.
+    let frozen_points = frozen.as_ref().map(|f| f.mountpoints()).unwrap_or_default();
+    let problems = frozen.as_ref().map(|f| f.problems.clone()).unwrap_or_default();
     drop(frozen);
     c.send(&Msg::Finish { finalize: o.finalize })?;
     // A finalizing pass waits for the conversion, which can take minutes.
     c.s.sock.set_read_timeout(Some(Duration::from_secs(3600)))?;
     let Msg::Finished { report, ok } = proto::expect(&mut c.s, "Finished")? else { unreachable!() };
-    Ok(Report { disks: reports, wire_bytes: c.wire, finalized: o.finalize, receiver_report: report, ok })
+    Ok(Report {
+        disks: reports,
+        wire_bytes: c.wire,
+        finalized: o.finalize,
+        receiver_report: report,
+        ok,
+        consistency,
+        frozen: frozen_points,
+        consistency_problems: problems,
+    })
 }
 
-#[allow(clippy::too_many_arguments)]
 fn send_disk(
     c: &mut Conn,
     o: &Options,
     disk: u32,
-    path: &str,
-    f: Arc<File>,
-    layout: &Layout,
+    src: &Src,
     mode: Mode,
     target: &str,
 ) -> Result<DiskReport> {
+    let (path, layout) = (src.path.as_str(), &src.layout);
+    src.f.refresh();
     let t0 = Instant::now();
     let wire0 = c.wire;
     let from = match mode {
@@ -214,7 +268,7 @@ fn send_disk(
         Mode::Delta => Work::Keep,
     };
     let level = zstd_level(o.compress);
-    let mut pipe = Pipeline::start(f, list, disk, level, o.workers, work);
+    let mut pipe = Pipeline::start(src.f.clone(), list, disk, level, o.workers, work);
     let mut prog = Progress::new(o.style, &format!("{path} → {target}"), layout.extent_bytes);
     let mut digest = Digest::default();
     let mut rep = DiskReport {

@@ -4,12 +4,11 @@
 //! the results in offset order. At most `2 × workers + 2` pieces are in flight.
 
 use crate::digest::{self, Hash};
+use crate::layout::read::ReadAt;
 use crate::layout::RangeSet;
 use crate::proto::{Msg, PIECE};
 use anyhow::{Context, Result};
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::{Arc, Mutex};
 
@@ -124,7 +123,7 @@ pub struct Pipeline {
 impl Pipeline {
     /// `work(offset)` says what to do with the piece at `offset`.
     pub fn start(
-        src: Arc<File>,
+        src: Arc<super::source::Source>,
         list: Vec<(u64, u64)>,
         disk: u32,
         level: i32,

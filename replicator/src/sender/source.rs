@@ -1,19 +1,163 @@
-//! Sources: opened read-only (ferry never writes a source), identified for later passes, and
-//! checked for being mounted (a live source works, with a consistency warning). Also finds the
-//! system disk when no `--disk` is given.
+//! Sources: opened read-only (ferry never writes a source), read so that every pass sees what
+//! is on the device, and identified for later passes.
+//!
+//! A source is read with `O_DIRECT` through an aligned bounce buffer: a filesystem mounted on
+//! a partition (or through a second loop device over the same image) writes to the device
+//! without touching the whole-disk device's page cache, so buffered reads of a live source can
+//! return bytes the device no longer holds — and a delta pass would then skip real changes.
+//! Where direct I/O is refused (tmpfs, some FUSE files), the source is read buffered and its
+//! cache dropped (`POSIX_FADV_DONTNEED`) when it is opened and before each pass.
+//! `FERRY_SOURCE_IO=buffered` forces the fallback (benchmarks).
 
-use crate::layout::RangeSet;
+use crate::layout::{read::ReadAt, RangeSet};
 use anyhow::{Context, Result};
+use std::cell::RefCell;
 use std::fs::{File, OpenOptions};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::path::Path;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 
-pub fn open(path: &str) -> Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_CLOEXEC)
-        .open(path)
-        .with_context(|| format!("opening source {path} read-only"))
+/// Direct I/O alignment (covers 512- and 4096-byte logical blocks).
+const ALIGN: usize = 4096;
+/// Largest direct read at once (the bounce buffer's size).
+const CHUNK: usize = 1 << 20;
+
+/// A source opened read-only.
+pub struct Source {
+    file: File,
+    direct: bool,
+    size: u64,
+}
+
+/// Opens `path` read-only for reading by passes.
+pub fn open(path: &str) -> Result<Source> {
+    let buffered = || {
+        OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(path)
+            .with_context(|| format!("opening source {path} read-only"))
+    };
+    let want_direct = std::env::var("FERRY_SOURCE_IO").map_or(true, |v| v != "buffered");
+    let direct = want_direct
+        .then(|| OpenOptions::new().read(true).custom_flags(libc::O_CLOEXEC | libc::O_DIRECT).open(path).ok())
+        .flatten();
+    let (file, direct) = match direct {
+        Some(f) => (f, true),
+        None => (buffered()?, false),
+    };
+    let size = ReadAt::size(&file).with_context(|| format!("reading the size of {path}"))?;
+    let s = Source { file, direct, size };
+    // A probe: some files accept O_DIRECT at open and refuse it on read.
+    let s = if s.direct && s.size > 0 && s.read_direct(&mut [0u8; 512], 0).is_err() {
+        Source { file: buffered()?, direct: false, size }
+    } else {
+        s
+    };
+    s.refresh();
+    Ok(s)
+}
+
+thread_local! {
+    static BOUNCE: RefCell<Option<AlignedBuf>> = const { RefCell::new(None) };
+}
+
+/// A CHUNK-sized buffer aligned for direct I/O.
+struct AlignedBuf(*mut u8);
+
+impl AlignedBuf {
+    fn layout() -> std::alloc::Layout {
+        std::alloc::Layout::from_size_align(CHUNK, ALIGN).expect("constant layout")
+    }
+    fn new() -> Self {
+        // SAFETY: non-zero size; a null return is handled.
+        let p = unsafe { std::alloc::alloc(Self::layout()) };
+        if p.is_null() {
+            std::alloc::handle_alloc_error(Self::layout());
+        }
+        AlignedBuf(p)
+    }
+    fn slice(&mut self, len: usize) -> &mut [u8] {
+        // SAFETY: the allocation is CHUNK bytes, owned by self; len is capped.
+        unsafe { std::slice::from_raw_parts_mut(self.0, len.min(CHUNK)) }
+    }
+}
+
+impl Drop for AlignedBuf {
+    fn drop(&mut self) {
+        // SAFETY: allocated in new() with the same layout.
+        unsafe { std::alloc::dealloc(self.0, Self::layout()) }
+    }
+}
+
+impl Source {
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Whether reads bypass the page cache.
+    pub fn is_direct(&self) -> bool {
+        self.direct
+    }
+
+    /// Drops the source's cached pages (buffered sources): the next reads come from the device.
+    pub fn refresh(&self) {
+        if !self.direct {
+            // SAFETY: fadvise on an open descriptor; the result is advisory.
+            unsafe { libc::posix_fadvise(self.file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        }
+    }
+
+    /// Direct read of `buf` at `off` through the aligned bounce buffer, in CHUNK steps.
+    fn read_direct(&self, buf: &mut [u8], off: u64) -> io::Result<()> {
+        BOUNCE.with(|b| {
+            let mut b = b.borrow_mut();
+            let bounce = b.get_or_insert_with(AlignedBuf::new);
+            let mut done = 0usize;
+            while done < buf.len() {
+                let pos = off + done as u64;
+                let start = pos - pos % ALIGN as u64;
+                let skip = (pos - start) as usize;
+                let want = (skip + buf.len() - done).div_ceil(ALIGN) * ALIGN;
+                let span = bounce.slice(want.min(CHUNK));
+                let n = read_full(&self.file, span, start)?;
+                if n <= skip {
+                    return Err(io::ErrorKind::UnexpectedEof.into());
+                }
+                let take = (n - skip).min(buf.len() - done);
+                buf[done..done + take].copy_from_slice(&span[skip..skip + take]);
+                done += take;
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Reads until `buf` is full or the end of the file; returns the bytes read.
+fn read_full(f: &File, buf: &mut [u8], off: u64) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read_at(&mut buf[n..], off + n as u64) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+impl ReadAt for Source {
+    fn read_exact_at(&self, buf: &mut [u8], off: u64) -> io::Result<()> {
+        if self.direct {
+            self.read_direct(buf, off)
+        } else {
+            FileExt::read_exact_at(&self.file, buf, off)
+        }
+    }
+    fn size(&self) -> io::Result<u64> {
+        Ok(self.size)
+    }
 }
 
 /// Identity of a source across passes: its canonical path, size and host.
@@ -40,109 +184,42 @@ pub fn plan_hash(source_id: &[u8; 32], extents: &RangeSet) -> [u8; 32] {
     *h.finalize().as_bytes()
 }
 
-fn dev_of(path: &str) -> Option<(u64, u64)> {
-    let m = std::fs::metadata(path).ok()?;
-    use std::os::unix::fs::FileTypeExt;
-    if !m.file_type().is_block_device() {
-        return None;
+/// Up to [`MAX_SAMPLES`] non-zero blocks spread over the extents, with their hashes: a receiver
+/// without state for a target compares them with the target to tell an earlier copy of this
+/// source (a delta pass) from anything else (a full pass).
+pub fn samples(src: &Source, extents: &RangeSet) -> Vec<(u64, u32, [u8; 32])> {
+    use crate::digest;
+    use crate::proto::BLOCK;
+    let total = extents.total();
+    if total == 0 {
+        return Vec::new();
     }
-    let r = m.rdev();
-    Some((libc::major(r) as u64, libc::minor(r) as u64))
-}
-
-/// `maj:min` of every mounted block device (from mountinfo).
-fn mounted_devices() -> Vec<((u64, u64), String)> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    info.lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            let (a, b) = f.get(2)?.split_once(':')?;
-            Some(((a.parse().ok()?, b.parse().ok()?), f.get(4)?.to_string()))
-        })
-        .collect()
-}
-
-/// The disk (maj:min) a partition or disk device belongs to, via sysfs.
-fn disk_of(dev: (u64, u64)) -> Option<String> {
-    let p = std::fs::canonicalize(format!("/sys/dev/block/{}:{}", dev.0, dev.1)).ok()?;
-    let dir = if p.join("partition").exists() { p.parent()?.to_path_buf() } else { p };
-    Some(dir.file_name()?.to_string_lossy().into_owned())
-}
-
-/// A warning when the source disk (or one of its partitions) is mounted.
-pub fn mounted_warning(path: &str) -> Option<String> {
-    let dev = dev_of(path)?;
-    let disk = disk_of(dev)?;
-    let hits: Vec<String> = mounted_devices()
-        .into_iter()
-        .filter(|(d, _)| disk_of(*d).as_deref() == Some(&disk))
-        .map(|(_, m)| m)
-        .collect();
-    (!hits.is_empty()).then(|| {
-        format!(
-            "source {path} is mounted ({}): a live copy may be inconsistent; finish with a pass after stopping services",
-            hits.join(", ")
-        )
-    })
-}
-
-/// The disk holding `/`.
-pub fn system_disk() -> Result<String> {
-    let root = mounted_devices()
-        .into_iter()
-        .find(|(_, m)| m == "/")
-        .map(|(d, _)| d)
-        .context("cannot find the device mounted on / (pass --disk)")?;
-    let disk = disk_of(root).context("cannot map the root device to a disk (pass --disk)")?;
-    let p = format!("/dev/{disk}");
-    anyhow::ensure!(Path::new(&p).exists(), "{p} does not exist (pass --disk)");
-    Ok(p)
-}
-
-nix::ioctl_readwrite!(fifreeze, b'X', 119, libc::c_int);
-nix::ioctl_readwrite!(fithaw, b'X', 120, libc::c_int);
-
-/// Mounted filesystems of a source, frozen (FIFREEZE) until dropped (FITHAW).
-pub struct Frozen {
-    mounts: Vec<(File, String)>,
-}
-
-impl Frozen {
-    pub fn mountpoints(&self) -> Vec<&str> {
-        self.mounts.iter().map(|(_, m)| m.as_str()).collect()
-    }
-}
-
-impl Drop for Frozen {
-    fn drop(&mut self) {
-        use std::os::fd::AsRawFd;
-        for (f, m) in self.mounts.iter().rev() {
-            let mut arg: libc::c_int = 0;
-            // SAFETY: FITHAW on a directory we opened.
-            match unsafe { fithaw(f.as_raw_fd(), &mut arg) } {
-                Ok(_) => log::info!("thawed {m}"),
-                Err(e) => log::error!("thawing {m} failed: {e}; run `fsfreeze -u {m}`"),
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; BLOCK as usize];
+    // Twice as many candidates as wanted: some blocks are zeros.
+    let tries = 2 * crate::proto::MAX_SAMPLES as u64;
+    let mut last = None;
+    let (mut k, mut before) = (0u64, 0u64);
+    for &(s, e) in extents.ranges() {
+        while k < tries && total / tries * k < before + (e - s) {
+            let at = s + (total / tries * k - before);
+            k += 1;
+            let start = (at / BLOCK * BLOCK).max(s);
+            let len = ((start / BLOCK + 1) * BLOCK).min(e) - start;
+            if last == Some(start) {
+                continue;
+            }
+            last = Some(start);
+            let b = &mut buf[..len as usize];
+            if src.read_exact_at(b, start).is_err() || digest::is_zero(b) {
+                continue;
+            }
+            out.push((start, len as u32, digest::hash(b)));
+            if out.len() == crate::proto::MAX_SAMPLES {
+                return out;
             }
         }
+        before += e - s;
     }
-}
-
-/// Freezes every mounted filesystem on the source disk (or partition) `path`.
-pub fn freeze(path: &str) -> Result<Frozen> {
-    use std::os::fd::AsRawFd;
-    let mut fr = Frozen { mounts: Vec::new() };
-    let Some(dev) = dev_of(path) else { return Ok(fr) };
-    let Some(disk) = disk_of(dev) else { return Ok(fr) };
-    for (d, m) in mounted_devices() {
-        if disk_of(d).as_deref() != Some(&disk) {
-            continue;
-        }
-        let f = File::open(&m).with_context(|| format!("opening mountpoint {m}"))?;
-        let mut arg: libc::c_int = 0;
-        // SAFETY: FIFREEZE on a directory we opened.
-        unsafe { fifreeze(f.as_raw_fd(), &mut arg) }.with_context(|| format!("freezing {m}"))?;
-        log::info!("froze {m} for the final pass");
-        fr.mounts.push((f, m));
-    }
-    Ok(fr)
+    out
 }

@@ -6,10 +6,12 @@ use ferry_replicator::layout;
 use ferry_replicator::progress::Style;
 use ferry_replicator::receiver::{Outcome, Receiver, RxStatus, TargetSpec};
 use ferry_replicator::sender::{self, Options, Report};
-use std::net::{SocketAddr, TcpListener};
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{channel, Receiver as Rx};
 use std::sync::{Arc, Mutex};
 
@@ -125,8 +127,18 @@ pub struct Rcv {
     pub fingerprint: String,
 }
 
-/// A receiver on 127.0.0.1 that runs sessions until the test ends.
+/// A receiver on 127.0.0.1 that serves sessions until the test ends; each session's outcome
+/// arrives on `outcomes`.
 pub fn receiver(targets: &[&Path], state: &Path, checkpoint: Option<u64>) -> Rcv {
+    receiver_with(targets, state, move |rx| {
+        if let Some(c) = checkpoint {
+            rx.checkpoint_bytes = c;
+        }
+    })
+}
+
+/// As [`receiver`], with the receiver adjusted by `f` before it serves.
+pub fn receiver_with(targets: &[&Path], state: &Path, f: impl FnOnce(&mut Receiver)) -> Rcv {
     let specs = targets
         .iter()
         .map(|p| TargetSpec {
@@ -136,22 +148,112 @@ pub fn receiver(targets: &[&Path], state: &Path, checkpoint: Option<u64>) -> Rcv
         })
         .collect();
     let mut rx = Receiver::new(TOKEN.into(), specs, state.to_path_buf()).unwrap();
-    if let Some(c) = checkpoint {
-        rx.checkpoint_bytes = c;
-    }
+    f(&mut rx);
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
     let status = rx.status.clone();
     let fingerprint = rx.identity.fingerprint.clone();
     let (tx, outcomes) = channel();
+    let tx = Mutex::new(tx);
+    rx.observer = Some(Box::new(move |r: &anyhow::Result<Outcome>| {
+        let _ = tx.lock().unwrap().send(r.as_ref().map(|o| *o).map_err(|e| format!("{e:#}")));
+    }));
     std::thread::spawn(move || loop {
-        let Ok((s, peer)) = l.accept() else { return };
-        let r = rx.session(s, peer).map_err(|e| format!("{e:#}"));
-        if tx.send(r).is_err() {
+        if rx.serve(&l).is_err() {
             return;
         }
     });
     Rcv { addr, status, outcomes, fingerprint }
+}
+
+/// A TLS connection to the receiver, nothing sent yet.
+pub fn tls_client(addr: SocketAddr) -> ferry_replicator::auth::ClientStream {
+    ferry_replicator::auth::client(TcpStream::connect(addr).unwrap(), None).unwrap()
+}
+
+/// A TLS 1.2-only handshake with the receiver.
+pub fn tls12_client(addr: SocketAddr) -> anyhow::Result<()> {
+    let p = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(p)
+        .with_protocol_versions(&[&rustls::version::TLS12])?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyCert))
+        .with_no_client_auth();
+    let mut conn = rustls::ClientConnection::new(Arc::new(cfg), "ferry-appliance".try_into()?)?;
+    let mut sock = TcpStream::connect(addr)?;
+    sock.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+    while conn.is_handshaking() {
+        conn.complete_io(&mut sock)?;
+    }
+    Ok(())
+}
+
+#[derive(Debug)]
+struct AnyCert;
+impl rustls::client::danger::ServerCertVerifier for AnyCert {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+    fn verify_tls13_signature(
+        &self,
+        _: &[u8],
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        rustls::crypto::ring::default_provider().signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// Authenticates as a sender and sends a valid plan for `src`, then hands over the raw stream.
+pub fn authenticated(addr: SocketAddr, src: &Path) -> ferry_replicator::auth::ClientStream {
+    authenticated_with(addr, src, |_| {})
+}
+
+/// As [`authenticated`], with the plan adjusted by `f`.
+pub fn authenticated_with(
+    addr: SocketAddr,
+    src: &Path,
+    f: impl FnOnce(&mut ferry_replicator::proto::DiskPlan),
+) -> ferry_replicator::auth::ClientStream {
+    use ferry_replicator::auth;
+    use ferry_replicator::proto::{self, write_frame, DiskPlan, Msg};
+    use ferry_replicator::sender::source;
+    let mut s = tls_client(addr);
+    auth::client_handshake(&mut s, TOKEN).unwrap();
+    let l = layout::analyze(&std::fs::File::open(src).unwrap()).unwrap();
+    let sid = source::source_id(&src.display().to_string(), l.size);
+    let mut plan = DiskPlan {
+        source: src.display().to_string(),
+        source_size: l.size,
+        source_id: sid,
+        plan_hash: source::plan_hash(&sid, &l.extents),
+        last_used: l.last_used,
+        extent_bytes: l.extent_bytes,
+        target: String::new(),
+        samples: Vec::new(),
+    };
+    f(&mut plan);
+    write_frame(&mut s, &Msg::Plan { disks: vec![plan], verify: false, dry_run: false }).unwrap();
+    proto::expect(&mut s, "PlanOk").unwrap();
+    s
 }
 
 pub fn opts(to: SocketAddr, disks: &[(&Path, &str)]) -> Options {
@@ -202,4 +304,57 @@ pub fn partitions(img: &Path) -> Vec<(u64, u64)> {
         .iter()
         .map(|p| (p["start"].as_u64().unwrap() * 512, p["size"].as_u64().unwrap() * 512))
         .collect()
+}
+
+/// A TCP proxy for one connection that cuts both directions after `limit` client→server bytes.
+pub fn cutting_proxy(upstream: SocketAddr, limit: u64) -> (SocketAddr, Arc<AtomicU64>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let fwd = Arc::new(AtomicU64::new(0));
+    let f2 = fwd.clone();
+    std::thread::spawn(move || {
+        let (mut c, _) = l.accept().unwrap();
+        let mut s = TcpStream::connect(upstream).unwrap();
+        let (mut c2, mut s2) = (c.try_clone().unwrap(), s.try_clone().unwrap());
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut s2, &mut c2);
+            let _ = c2.shutdown(Shutdown::Both);
+        });
+        let mut buf = vec![0u8; 16384];
+        loop {
+            let n = match c.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            let left = limit - f2.load(Ordering::SeqCst);
+            let k = (n as u64).min(left) as usize;
+            if s.write_all(&buf[..k]).is_err() {
+                break;
+            }
+            f2.fetch_add(k as u64, Ordering::SeqCst);
+            if k < n {
+                break;
+            }
+        }
+        let _ = s.shutdown(Shutdown::Both);
+        let _ = c.shutdown(Shutdown::Both);
+    });
+    (addr, fwd)
+}
+
+/// An ext4 image of `mib` MiB with `files` files of `file_kib` KiB of pseudo-random data.
+pub fn ext4_with_files(dir: &Path, mib: u64, files: usize, file_kib: usize) -> std::path::PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let src = dir.join("src.img");
+    sh(&format!("truncate -s {mib}M {0} && mkfs.ext4 -q -F {0}", src.display()));
+    let l = Loop::new(&src, 0, mib * MIB);
+    let m = Mnt::new(&l.0, &dir.join("m"));
+    for i in 0..files {
+        let sub = m.0.join(format!("d{}", i % 32));
+        std::fs::create_dir_all(&sub).unwrap();
+        std::fs::write(sub.join(format!("f{i}")), prng(i as u64 + 1, file_kib * 1024)).unwrap();
+    }
+    drop(m);
+    drop(l);
+    src
 }

@@ -1,0 +1,288 @@
+//! One connection on the receiving side: the TLS handshake, SPAKE2 on the token (with failed
+//! attempts rate-limited per peer address), the plan (dry runs first, changing nothing), then the
+//! transfer, where every message is bounded by the protocol's own sizes and order.
+
+use super::disk::DiskRx;
+use super::{DiskProgress, Outcome, Receiver};
+use crate::auth::{self, Pake, Role, ServerStream};
+use crate::digest::hex;
+use crate::proto::{self, write_frame, Msg, BLOCK, MAX_PREAUTH_FRAME, PIECE};
+use anyhow::{bail, ensure, Context, Result};
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, TryLockError};
+use std::time::{Duration, Instant};
+
+/// Failed authentications in a row after which a peer address must wait.
+pub const MAX_FAILURES: u32 = 5;
+/// Peer addresses remembered at most (the oldest are forgotten first).
+const MAX_PEERS: usize = 4096;
+
+/// Failed authentications per peer address.
+#[derive(Default)]
+pub struct Limiter(Mutex<HashMap<IpAddr, (u32, Instant)>>);
+
+impl Limiter {
+    /// How long `ip` must still wait, if it is locked out.
+    fn locked(&self, ip: IpAddr, cooldown: Duration) -> Option<Duration> {
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let &(n, last) = m.get(&ip)?;
+        if n < MAX_FAILURES {
+            return None;
+        }
+        match cooldown.checked_sub(last.elapsed()) {
+            Some(left) if !left.is_zero() => Some(left),
+            _ => {
+                m.remove(&ip);
+                None
+            }
+        }
+    }
+
+    fn failed(&self, ip: IpAddr) {
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if m.len() >= MAX_PEERS && !m.contains_key(&ip) {
+            if let Some(oldest) = m.iter().min_by_key(|(_, (_, t))| *t).map(|(k, _)| *k) {
+                m.remove(&oldest);
+            }
+        }
+        let e = m.entry(ip).or_insert((0, Instant::now()));
+        *e = (e.0.saturating_add(1), Instant::now());
+    }
+
+    fn succeeded(&self, ip: IpAddr) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(&ip);
+    }
+}
+
+impl Receiver {
+    /// Serves one connection to its end. `authed` is set once the peer has proved the token.
+    pub(super) fn connection(
+        &self,
+        sock: TcpStream,
+        peer: SocketAddr,
+        authed: &AtomicBool,
+    ) -> Result<Outcome> {
+        sock.set_nodelay(true)?;
+        sock.set_read_timeout(Some(super::HANDSHAKE_DEADLINE))?;
+        sock.set_write_timeout(Some(super::HANDSHAKE_DEADLINE))?;
+        let mut s = auth::server(sock, &self.identity).with_context(|| format!("TLS with {peer}"))?;
+        let Msg::Hello { magic, version, pake, client } =
+            proto::expect_max(&mut s, "Hello", MAX_PREAUTH_FRAME)?
+        else {
+            unreachable!()
+        };
+        if magic != proto::MAGIC || version != proto::VERSION {
+            return self.refuse(
+                &mut s,
+                format!("protocol version {version} from {peer}; this receiver speaks {}", proto::VERSION),
+            );
+        }
+        if let Some(left) = self.limiter.locked(peer.ip(), self.auth_cooldown) {
+            return self.refuse(
+                &mut s,
+                format!(
+                    "too many failed authentications from {}; try again in {} s",
+                    peer.ip(),
+                    left.as_secs() + 1
+                ),
+            );
+        }
+        let (mine, msg) = Pake::start(&s.conn, &self.token, Role::Receiver)?;
+        write_frame(&mut s, &Msg::Challenge { pake: msg.into() })?;
+        std::io::Write::flush(&mut s)?;
+        let Msg::Proof { mac } = proto::expect_max(&mut s, "Proof", MAX_PREAUTH_FRAME)? else {
+            unreachable!()
+        };
+        let key = match mine.finish(&pake) {
+            Ok(k) if auth::confirmed(&k, Role::Sender, &mac) => k,
+            _ => {
+                self.limiter.failed(peer.ip());
+                self.set(|st| st.failed_auth += 1);
+                return self.refuse(
+                    &mut s,
+                    format!("authentication failed for {peer} (wrong token, or a man in the middle)"),
+                );
+            }
+        };
+        self.limiter.succeeded(peer.ip());
+        authed.store(true, Ordering::SeqCst);
+        let _one = match self.busy.try_lock() {
+            Ok(g) => g,
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(TryLockError::WouldBlock) => {
+                return self.refuse(&mut s, "another sender is connected; one pass at a time".into())
+            }
+        };
+        s.sock.set_read_timeout(Some(Duration::from_secs(300)))?;
+        s.sock.set_write_timeout(Some(Duration::from_secs(300)))?;
+        self.set(|st| st.sessions += 1);
+        log::info!("receiver: {} at {peer} authenticated", proto::sanitize(&client, 128));
+        self.session(&mut s, &key)
+    }
+
+    /// An authenticated session: targets, plan, data, and the end of the pass.
+    fn session(&self, s: &mut ServerStream, key: &[u8]) -> Result<Outcome> {
+        let specs = self.specs();
+        let targets = Self::targets_info(&specs);
+        write_frame(
+            s,
+            &Msg::Welcome { mac: auth::confirmation(key, Role::Receiver), targets: targets.clone() },
+        )?;
+        let (prepared, starts, disks, verify) = loop {
+            let Msg::Plan { disks, verify, dry_run } = proto::expect(s, "Plan")? else { unreachable!() };
+            let (prepared, starts) = match self.check_plan(&disks, &specs, &targets) {
+                Ok(x) => x,
+                Err(e) => return self.refuse(s, format!("{e:#}")),
+            };
+            if !dry_run {
+                break (prepared, starts, disks, verify);
+            }
+            // Nothing was opened for writing or recorded: the real plan follows.
+            drop(prepared);
+            write_frame(s, &Msg::PlanOk { disks: starts })?;
+        };
+        let mut rx = self.begin(prepared)?;
+        self.set(|st| {
+            st.state = "receiving".into();
+            st.disks = disks
+                .iter()
+                .zip(&starts)
+                .map(|(d, st)| DiskProgress {
+                    source: proto::sanitize(&d.source, 256),
+                    target: st.target.name.clone(),
+                    mode: format!("{:?}", st.mode),
+                    total_bytes: d.extent_bytes,
+                    state: "pending".into(),
+                    ..Default::default()
+                })
+                .collect();
+        });
+        write_frame(s, &Msg::PlanOk { disks: starts.clone() })?;
+        let finalize = self.stream(s, &mut rx, verify)?;
+        // Close the targets (and their exclusive claims) before conversion mounts them.
+        drop(rx);
+        self.set(|st| st.passes_completed += 1);
+        let (ok, report) = if finalize {
+            self.set(|st| st.state = "finalizing".into());
+            match &self.finalize {
+                Some(h) => h(&starts.iter().map(|d| d.target.clone()).collect::<Vec<_>>()),
+                None => (true, "data complete".to_string()),
+            }
+        } else {
+            (true, "pass complete; waiting for more passes".to_string())
+        };
+        self.set(|st| {
+            st.state = if finalize { "finalized".into() } else { "waiting".into() };
+            st.finalized = finalize;
+        });
+        write_frame(s, &Msg::Finished { report, ok })?;
+        std::io::Write::flush(s)?;
+        s.conn.send_close_notify();
+        let _ = std::io::Write::flush(s);
+        Ok(if finalize { Outcome::Finalized } else { Outcome::Pass })
+    }
+
+    fn stream(&self, s: &mut ServerStream, rx: &mut [DiskRx], verify: bool) -> Result<bool> {
+        // Each disk ends once; nothing may arrive for it afterwards, and Finish only after all.
+        let mut ended = vec![false; rx.len()];
+        let disk_of = |d: u32, ended: &[bool]| -> Result<usize> {
+            let i = d as usize;
+            if i >= ended.len() {
+                bail!("message for disk {d}, but the plan has {}", ended.len());
+            }
+            ensure!(!ended[i], "protocol error: a message for disk {d} after its DiskEnd");
+            Ok(i)
+        };
+        let mut last_publish = std::time::Instant::now();
+        loop {
+            let m = proto::recv(s)?;
+            match m {
+                Msg::Data { disk, offset, raw_len, compressed, bytes } => {
+                    let i = disk_of(disk, &ended)?;
+                    // Bounded before any allocation: a frame never carries more than a piece.
+                    ensure!(
+                        raw_len as u64 <= PIECE && bytes.len() as u64 <= PIECE,
+                        "protocol error: data at {offset} of {raw_len} bytes ({} on the wire); a piece is at most {PIECE} bytes",
+                        bytes.len()
+                    );
+                    let raw = if compressed {
+                        let v = zstd::bulk::decompress(&bytes, raw_len as usize)
+                            .with_context(|| format!("decompressing data at {offset}"))?;
+                        anyhow::ensure!(
+                            v.len() == raw_len as usize,
+                            "data at {offset}: {} bytes, header says {raw_len}",
+                            v.len()
+                        );
+                        v
+                    } else {
+                        anyhow::ensure!(bytes.len() == raw_len as usize, "data at {offset}: length mismatch");
+                        bytes.into_vec()
+                    };
+                    rx[i].data(offset, &raw)?;
+                    rx[i].maybe_checkpoint()?;
+                }
+                Msg::Zero { disk, offset, len } => {
+                    let i = disk_of(disk, &ended)?;
+                    rx[i].zero(offset, len)?;
+                    rx[i].maybe_checkpoint()?;
+                }
+                Msg::HashQuery { disk, blocks } => {
+                    let i = disk_of(disk, &ended)?;
+                    ensure!(
+                        blocks.len() <= proto::MAX_QUERY_BLOCKS,
+                        "protocol error: a hash query of {} blocks; at most {} per query",
+                        blocks.len(),
+                        proto::MAX_QUERY_BLOCKS
+                    );
+                    if let Some((o, l)) = blocks.iter().find(|(_, l)| *l == 0 || *l as u64 > BLOCK) {
+                        bail!(
+                            "protocol error: queried block at {o} of {l} bytes; a block is 1..={BLOCK} bytes"
+                        );
+                    }
+                    let hashes = rx[i].query(&blocks)?;
+                    write_frame(s, &Msg::Hashes { hashes })?;
+                }
+                Msg::Commit { disk } => {
+                    let i = disk_of(disk, &ended)?;
+                    rx[i].commit()?;
+                    rx[i].maybe_checkpoint()?;
+                }
+                Msg::DiskEnd { disk, digest, blocks } => {
+                    let i = disk_of(disk, &ended)?;
+                    ended[i] = true;
+                    let result = rx[i].finish(&digest, blocks, verify)?;
+                    self.set(|st| {
+                        let d = &mut st.disks[i];
+                        d.state = "complete".into();
+                        d.position = d.total_bytes;
+                        d.bytes_written = result.bytes_written;
+                        d.digest = hex(&result.digest);
+                        d.verified = result.verified;
+                    });
+                    write_frame(s, &Msg::DiskDone { result })?;
+                }
+                Msg::Finish { finalize } => {
+                    let open: Vec<String> =
+                        rx.iter().zip(&ended).filter(|(_, e)| !**e).map(|(r, _)| r.name.clone()).collect();
+                    ensure!(open.is_empty(), "protocol error: Finish before the end of {}", open.join(", "));
+                    return Ok(finalize);
+                }
+                other => bail!("protocol error: unexpected {} during the transfer", other.kind()),
+            }
+            if last_publish.elapsed() >= Duration::from_millis(500) {
+                last_publish = std::time::Instant::now();
+                self.set(|st| {
+                    for (d, r) in st.disks.iter_mut().zip(rx.iter()) {
+                        d.position = r.position();
+                        d.bytes_written = r.bytes_written;
+                        if d.state == "pending" && r.position() > 0 {
+                            d.state = "receiving".into();
+                        }
+                    }
+                });
+            }
+        }
+    }
+}

@@ -1,0 +1,139 @@
+//! A receiver no stranger can stall or crash: idle and half-open connections never delay an
+//! authenticated sender, what a peer says before authentication is capped and sanitized, and
+//! what an authenticated peer says is bounded by the protocol's own sizes and order.
+
+mod common;
+use common::*;
+use ferry_replicator::proto::{write_frame, Msg, PIECE};
+use std::io::Write;
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+struct Case {
+    _t: tempfile::TempDir,
+    src: std::path::PathBuf,
+    tgt: std::path::PathBuf,
+    state: std::path::PathBuf,
+}
+
+fn case() -> Case {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src.img");
+    sh(&format!("truncate -s 64M {0} && mkfs.ext4 -q -F {0}", src.display()));
+    let tgt = t.path().join("tgt.img");
+    garbage(&tgt, 80 * MIB);
+    let state = t.path().join("state");
+    Case { _t: t, src, tgt, state }
+}
+
+/// Runs `f` on a thread; fails the test if it takes longer than `limit`.
+fn within<T: Send + 'static>(limit: Duration, what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(limit).unwrap_or_else(|_| panic!("{what} took longer than {}s", limit.as_secs()))
+}
+
+#[test]
+fn idle_connections_never_delay_an_authenticated_sender() {
+    let c = case();
+    let r = receiver(&[&c.tgt], &c.state, None);
+    // One silent TCP connection, one that stops inside the TLS handshake, and a crowd.
+    let mut idle = vec![TcpStream::connect(r.addr).unwrap()];
+    let mut half = TcpStream::connect(r.addr).unwrap();
+    half.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01]).unwrap();
+    idle.push(half);
+    for _ in 0..200 {
+        if let Ok(s) = TcpStream::connect(r.addr) {
+            idle.push(s);
+        }
+    }
+    let o = opts(r.addr, &[(&c.src, "")]);
+    let rep = within(Duration::from_secs(30), "a send beside idle connections", move || send(&o));
+    assert!(rep.unwrap().ok);
+    drop(idle);
+}
+
+fn last_error(r: &Rcv) -> String {
+    r.status.lock().unwrap().last_error.clone().unwrap_or_default()
+}
+
+#[test]
+fn what_a_stranger_says_is_capped_and_sanitized() {
+    let c = case();
+    let r = receiver(&[&c.tgt], &c.state, None);
+    // Before proving anything: 2 MB of text with newlines and terminal escapes.
+    let mut s = tls_client(r.addr);
+    let evil = "evil\n\x1b[2J".repeat(180_000);
+    let _ = write_frame(&mut s, &Msg::Error { message: evil });
+    let _ = s.flush();
+    let _ = r.outcomes.recv_timeout(Duration::from_secs(30));
+    let e = last_error(&r);
+    assert!(e.len() <= 512, "last_error of {} bytes", e.len());
+    assert!(!e.chars().any(|c| c.is_control()), "control characters in {e:?}");
+}
+
+#[test]
+fn decompression_is_bounded_by_the_piece_size() {
+    let c = case();
+    let r = receiver(&[&c.tgt], &c.state, None);
+    let mut s = authenticated(r.addr, &c.src);
+    // 256 MiB of zeros compress to a few KiB; raw_len claims 4 GiB.
+    let mut enc = zstd::stream::Encoder::new(Vec::new(), 19).unwrap();
+    let zeros = vec![0u8; MIB as usize];
+    for _ in 0..256 {
+        enc.write_all(&zeros).unwrap();
+    }
+    let bytes = enc.finish().unwrap();
+    assert!(bytes.len() < 1 << 20);
+    write_frame(
+        &mut s,
+        &Msg::Data { disk: 0, offset: 0, raw_len: u32::MAX, compressed: true, bytes: bytes.into() },
+    )
+    .unwrap();
+    s.flush().unwrap();
+    let e = r.outcomes.recv_timeout(Duration::from_secs(30)).unwrap().unwrap_err();
+    assert!(e.contains(&PIECE.to_string()), "not refused by the piece size: {e}");
+}
+
+#[test]
+fn hash_queries_are_bounded_by_the_block_size() {
+    let c = case();
+    let r = receiver(&[&c.tgt], &c.state, None);
+    let mut s = authenticated_with(r.addr, &c.src, |p| p.source_size = 1 << 50);
+    write_frame(&mut s, &Msg::HashQuery { disk: 0, blocks: vec![(0, u32::MAX)] }).unwrap();
+    s.flush().unwrap();
+    let e = r.outcomes.recv_timeout(Duration::from_secs(30)).unwrap().unwrap_err();
+    assert!(e.contains("block"), "{e}");
+}
+
+#[test]
+fn finish_before_every_disk_end_never_finalizes() {
+    let c = case();
+    let called = Arc::new(AtomicBool::new(false));
+    let c2 = called.clone();
+    let r = receiver_with(&[&c.tgt], &c.state, move |rx| {
+        rx.finalize = Some(Box::new(move |_| {
+            c2.store(true, Ordering::SeqCst);
+            (true, "converted".into())
+        }))
+    });
+    let mut s = authenticated(r.addr, &c.src);
+    write_frame(&mut s, &Msg::Finish { finalize: true }).unwrap();
+    s.flush().unwrap();
+    let out = r.outcomes.recv_timeout(Duration::from_secs(30)).unwrap();
+    assert!(out.is_err(), "{out:?}");
+    assert!(!called.load(Ordering::SeqCst), "conversion started on partial disks");
+}
+
+#[test]
+fn tls_below_1_3_is_refused() {
+    let c = case();
+    let r = receiver(&[&c.tgt], &c.state, None);
+    let t = Instant::now();
+    assert!(tls12_client(r.addr).is_err(), "a TLS 1.2 handshake succeeded");
+    assert!(t.elapsed() < Duration::from_secs(10));
+}
