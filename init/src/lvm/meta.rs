@@ -205,7 +205,11 @@ pub fn label(head: &[u8]) -> Option<Label> {
         if &b[..8] != b"LABELONE" || &b[24..32] != b"LVM2 001" {
             continue;
         }
+        // The PV header (uuid, size, area lists) must lie inside the label sector.
         let o = u32le(b, 20) as usize;
+        if o < 32 || o.checked_add(40)? > SECTOR {
+            return None;
+        }
         let pv_uuid = String::from_utf8_lossy(b.get(o..o + 32)?).into_owned();
         let device_size = u64le(b, o + 32);
         let mut p = o + 40;
@@ -228,10 +232,15 @@ pub fn label(head: &[u8]) -> Option<Label> {
 /// The newest metadata text in a metadata area (`area` is the whole area as read from disk).
 pub fn metadata_text(area: &[u8]) -> Result<String> {
     ensure!(area.len() >= SECTOR && &area[4..20] == MDA_MAGIC, "no LVM metadata area header (magic)");
-    let size = u64le(area, 32) as usize;
-    let (off, len) = (u64le(area, 40) as usize, u64le(area, 48) as usize);
+    let size = u64le(area, 32);
+    let (off, len) = (u64le(area, 40), u64le(area, 48));
     ensure!(off != 0 && len != 0, "the LVM metadata area is empty");
-    ensure!(size <= area.len() && off < size, "LVM metadata pointer {off} outside the area ({size} bytes)");
+    ensure!(
+        size <= area.len() as u64 && off >= SECTOR as u64 && off < size && len <= size - SECTOR as u64,
+        "LVM metadata of {len} bytes at {off} does not fit its area ({size} bytes, {} read)",
+        area.len()
+    );
+    let (size, off, len) = (size as usize, off as usize, len as usize);
     // The buffer is circular after the header sector.
     let mut text = Vec::with_capacity(len);
     let first = len.min(size - off);

@@ -38,14 +38,39 @@ impl Lv {
     }
 }
 
+/// The largest metadata area read (lvm's default is 1 MiB; its maximum is far below this).
+const MAX_MDA: u64 = 256 << 20;
+
+/// A VG or LV name as LVM accepts it: 1..=127 of `a-zA-Z0-9+_.-`, not starting with `-`, not
+/// `.`/`..` and not a name LVM reserves. Anything else is never used in a path or a dm name.
+pub fn valid_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 127
+        && !n.starts_with('-')
+        && n != "."
+        && n != ".."
+        && !matches!(n, "snapshot" | "pvmove")
+        && n.bytes().all(|c| c.is_ascii_alphanumeric() || b"+_.-".contains(&c))
+}
+
 /// Reads the PV label and metadata of `dev`; `Ok(None)` when it is not a PV.
 pub fn read_pv(dev: &Path) -> Result<Option<Pv>> {
     let f = std::fs::File::open(dev).with_context(|| format!("opening {}", dev.display()))?;
     let mut head = vec![0u8; 2048];
     f.read_exact_at(&mut head, 0).with_context(|| format!("reading the PV label of {}", dev.display()))?;
     let Some(label) = meta::label(&head) else { return Ok(None) };
+    let dev_size = {
+        use std::io::{Seek, SeekFrom};
+        (&f).seek(SeekFrom::End(0)).with_context(|| format!("sizing {}", dev.display()))?
+    };
     let mut last = None;
     for &(off, size) in &label.mdas {
+        // Bounded before anything is allocated: inside the device, at most MAX_MDA.
+        anyhow::ensure!(
+            size >= 512 && size <= MAX_MDA && off.checked_add(size).is_some_and(|e| e <= dev_size),
+            "{}: LVM metadata area at byte {off} of {size} bytes does not fit the device ({dev_size} bytes, areas up to {MAX_MDA})",
+            dev.display()
+        );
         let mut area = vec![0u8; size as usize];
         f.read_exact_at(&mut area, off)
             .with_context(|| format!("reading the LVM metadata area of {} at byte {off}", dev.display()))?;
@@ -80,15 +105,25 @@ pub fn table(
     lv: &meta::Value,
     pv_dev: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Vec<dm::Target>> {
-    let ext = vg.int("extent_size").context("VG without extent_size")? as u64;
+    let ext = vg
+        .int("extent_size")
+        .and_then(|e| u64::try_from(e).ok())
+        .filter(|&e| e > 0)
+        .context("VG without a valid extent_size")?;
     let pvs = vg.get("physical_volumes").context("VG without physical_volumes")?;
     let mut out = Vec::new();
     let mut segs: Vec<&meta::Value> =
         lv.sections().filter(|(k, _)| k.starts_with("segment")).map(|(_, v)| v).collect();
     segs.sort_by_key(|s| s.int("start_extent").unwrap_or(0));
     for s in segs {
-        let start = s.int("start_extent").context("segment without start_extent")? as u64 * ext;
-        let len = s.int("extent_count").context("segment without extent_count")? as u64 * ext;
+        let extents = |key: &str| -> Result<u64> {
+            let n = s.int(key).with_context(|| format!("segment without {key}"))?;
+            u64::try_from(n)
+                .ok()
+                .and_then(|n| n.checked_mul(ext))
+                .with_context(|| format!("segment {key} = {n} is out of range"))
+        };
+        let (start, len) = (extents("start_extent")?, extents("extent_count")?);
         let kind = s.str("type").unwrap_or("");
         if kind != "striped" {
             bail!("segment type {kind:?} is not supported (linear and striped are)");
@@ -96,14 +131,17 @@ pub fn table(
         let Some(meta::Value::List(stripes)) = s.get("stripes") else { bail!("segment without stripes") };
         let mut devs = Vec::new();
         for pair in stripes.chunks(2) {
-            let (meta::Value::Str(pv), meta::Value::Int(pe)) = (&pair[0], &pair[1]) else {
-                bail!("malformed stripes list")
-            };
+            let [meta::Value::Str(pv), meta::Value::Int(pe)] = pair else { bail!("malformed stripes list") };
+            let pe = u64::try_from(*pe)
+                .ok()
+                .and_then(|p| p.checked_mul(ext))
+                .context("stripe extent out of range")?;
             let p = pvs.get(pv).with_context(|| format!("stripe on unknown {pv}"))?;
             let id = p.str("id").unwrap_or("").replace('-', "");
             let dev = pv_dev(&id).with_context(|| format!("PV {pv} ({id}) is not on the migrated disks"))?;
-            let pe_start = p.int("pe_start").context("PV without pe_start")? as u64;
-            devs.push(format!("{dev} {}", pe_start + *pe as u64 * ext));
+            let pe_start =
+                p.int("pe_start").and_then(|v| u64::try_from(v).ok()).context("PV without pe_start")?;
+            devs.push(format!("{dev} {}", pe_start.checked_add(pe).context("stripe offset out of range")?));
         }
         if devs.len() == 1 {
             out.push(dm::Target { start, len, kind: "linear".into(), params: devs.remove(0) });
@@ -169,10 +207,20 @@ pub fn activate(devs: &[PathBuf]) -> Result<Active> {
         }
     }
     for (vgname, vg) in vgs {
+        if !valid_name(vgname) {
+            log::warn!("lvm: volume group {:?} has a name LVM would not accept; not activated", vgname);
+            continue;
+        }
         let vgid = vg.str("id").unwrap_or("").replace('-', "");
         let Some(lvs) = vg.get("logical_volumes") else { continue };
         for (lvname, lv) in lvs.sections() {
             if !lv.strs("status").contains(&"VISIBLE") {
+                continue;
+            }
+            if !valid_name(lvname) {
+                log::warn!(
+                    "lvm: {vgname}: logical volume {lvname:?} has a name LVM would not accept; not activated"
+                );
                 continue;
             }
             let targets = match table(vg, lv, &pv_dev) {

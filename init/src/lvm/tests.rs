@@ -175,6 +175,78 @@ fn metadata_area_plain_wrapped_and_corrupt() {
     assert!(meta::metadata_text(&[0u8; 4096]).is_err());
 }
 
+fn label_head(mda: (u64, u64)) -> Vec<u8> {
+    let mut head = vec![0u8; 2048];
+    let s = &mut head[512..1024];
+    s[..8].copy_from_slice(b"LABELONE");
+    s[20..24].copy_from_slice(&32u32.to_le_bytes());
+    s[24..32].copy_from_slice(b"LVM2 001");
+    s[32..64].copy_from_slice(b"2o2mFbLmvNBt3nyU4fMvxytTSgf3FZd2");
+    s[72..80].copy_from_slice(&(1u64 << 20).to_le_bytes());
+    s[104..112].copy_from_slice(&mda.0.to_le_bytes());
+    s[112..120].copy_from_slice(&mda.1.to_le_bytes());
+    head
+}
+
+/// What a migrated disk says is hostile: offsets past the label sector, metadata areas larger
+/// than the device, lengths that would size a buffer, odd lists: errors, never a panic or a
+/// huge allocation.
+#[test]
+fn hostile_labels_and_areas() {
+    // The PV header offset points to the end of the sector.
+    let mut head = label_head((4096, 8192));
+    head[512 + 20..512 + 24].copy_from_slice(&480u32.to_le_bytes());
+    assert!(meta::label(&head).is_none());
+    head[512 + 20..512 + 24].copy_from_slice(&u32::MAX.to_le_bytes());
+    assert!(meta::label(&head).is_none());
+    // A metadata area of 1 TiB on an 8 KiB file: refused before anything is allocated.
+    let t = tempfile::tempdir().unwrap();
+    let dev = t.path().join("pv");
+    let mut img = label_head((4096, 1 << 40));
+    img.resize(8192, 0);
+    std::fs::write(&dev, &img).unwrap();
+    let e = format!("{:#}", read_pv(&dev).unwrap_err());
+    assert!(e.contains("metadata area") && e.contains("4096"), "{e}");
+    // Text length and offset beyond the area.
+    let mut a = area(TEXT.as_bytes(), 512, 8192);
+    a[48..56].copy_from_slice(&u64::MAX.to_le_bytes());
+    assert!(meta::metadata_text(&a).is_err());
+    let mut a = area(TEXT.as_bytes(), 512, 8192);
+    a[32..40].copy_from_slice(&u64::MAX.to_le_bytes());
+    assert!(meta::metadata_text(&a).is_err());
+}
+
+#[test]
+fn hostile_segments_are_refused() {
+    let odd = TEXT.replace("stripes = [\n\"pv0\", 0\n]", "stripes = [\n\"pv0\"\n]");
+    assert_ne!(odd, TEXT, "fixture changed");
+    let v = meta::parse(&odd).unwrap();
+    let (_, vg) = v.sections().next().unwrap();
+    let dev = |_: &str| Some("254:3".to_string());
+    let e = table(vg, vg.get("logical_volumes").unwrap().get("root").unwrap(), &dev).unwrap_err();
+    assert!(format!("{e:#}").contains("stripes"), "{e:#}");
+    let huge = TEXT.replace("extent_count = 400", "extent_count = 9223372036854775807");
+    assert_ne!(huge, TEXT, "fixture changed");
+    let v = meta::parse(&huge).unwrap();
+    let (_, vg) = v.sections().next().unwrap();
+    assert!(table(vg, vg.get("logical_volumes").unwrap().get("root").unwrap(), &dev).is_err());
+    let neg = TEXT.replace("extent_count = 400", "extent_count = -1");
+    let v = meta::parse(&neg).unwrap();
+    let (_, vg) = v.sections().next().unwrap();
+    assert!(table(vg, vg.get("logical_volumes").unwrap().get("root").unwrap(), &dev).is_err());
+}
+
+#[test]
+fn names_are_validated_as_lvm_does() {
+    for ok in ["vg0", "root", "data-1", "a_b.c+d", "x".repeat(127).as_str()] {
+        assert!(valid_name(ok), "{ok}");
+    }
+    for bad in [".", "..", "", "a/b", "-x", "a b", "../../etc", "x".repeat(128).as_str(), "ro\nt", "snapshot"]
+    {
+        assert!(!valid_name(bad), "{bad:?}");
+    }
+}
+
 #[test]
 fn label_and_areas() {
     let mut head = vec![0u8; 2048];

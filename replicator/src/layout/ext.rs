@@ -5,7 +5,7 @@
 //! with its descriptor's free count is treated as fully used: never skip what might be data.
 
 use super::read::ReadAt;
-use anyhow::{bail, ensure, Result};
+use anyhow::{bail, ensure, Context, Result};
 
 const INCOMPAT_META_BG: u32 = 0x10;
 const INCOMPAT_64BIT: u32 = 0x80;
@@ -33,6 +33,9 @@ pub struct Free {
 }
 
 /// Reads the free space of the ext filesystem that starts at byte `base` of `f`.
+/// The largest group descriptor table read (16 TiB of 4 KiB blocks needs 8 MiB).
+const MAX_GDT: u64 = 64 << 20;
+
 pub fn free(f: &dyn ReadAt, base: u64, part_len: u64) -> Result<Free> {
     let mut sb = vec![0u8; 1024];
     f.read_exact_at(&mut sb, base + 1024)?;
@@ -50,15 +53,25 @@ pub fn free(f: &dyn ReadAt, base: u64, part_len: u64) -> Result<Free> {
     let first = u32_at(&sb, 20) as u64;
     let bpg = u32_at(&sb, 32) as u64;
     ensure!(bpg > 0 && bpg <= bs * 8, "implausible blocks per group {bpg}");
-    ensure!(
-        blocks * bs <= part_len,
-        "filesystem ({} bytes) is larger than its partition ({part_len})",
-        blocks * bs
-    );
+    let fs_bytes = blocks.checked_mul(bs).filter(|&b| b <= part_len);
+    let fs_bytes = fs_bytes.with_context(|| {
+        format!("filesystem ({blocks} blocks of {bs} bytes) is larger than its partition ({part_len})")
+    })?;
+    ensure!(first < blocks, "first data block {first} is not inside the filesystem ({blocks} blocks)");
     let desc_size = if is64 { (u16_at(&sb, 0xFE) as u64).max(32) } else { 32 };
+    ensure!(
+        desc_size.is_power_of_two() && desc_size <= 1024,
+        "implausible group descriptor size {desc_size}"
+    );
     let csum = ro & (RO_COMPAT_GDT_CSUM | RO_COMPAT_METADATA_CSUM) != 0;
     let groups = (blocks - first).div_ceil(bpg);
-    let mut gdt = vec![0u8; (groups * desc_size) as usize];
+    // Bounded by the partition before it sizes a buffer.
+    let gdt_bytes = groups * desc_size;
+    ensure!(
+        gdt_bytes <= MAX_GDT && (first + 1) * bs + gdt_bytes <= part_len,
+        "group descriptors ({groups} × {desc_size} bytes) do not fit the filesystem"
+    );
+    let mut gdt = vec![0u8; gdt_bytes as usize];
     f.read_exact_at(&mut gdt, base + (first + 1) * bs)?;
     let mut notes = Vec::new();
     let mut ranges = Vec::new();
@@ -118,5 +131,5 @@ pub fn free(f: &dyn ReadAt, base: u64, part_len: u64) -> Result<Free> {
             "ext: superblock counts {sb_free} free blocks, groups {total_free} (normal on a mounted filesystem)"
         ));
     }
-    Ok(Free { ranges, block_size: bs, fs_bytes: blocks * bs, notes })
+    Ok(Free { ranges, block_size: bs, fs_bytes, notes })
 }

@@ -159,3 +159,6 @@ pub fn analyze(f: &dyn ReadAt) -> Result<Layout> {
     let extents = RangeSet::from_vec(vec![(0, last_used)]).subtract(&RangeSet::from_vec(free));
     Ok(Layout { size, table, parts, extent_bytes: extents.total(), extents, last_used, notes })
 }
+
+#[cfg(test)]
+mod tests;

@@ -39,6 +39,25 @@ impl ReadAt for [u8] {
     }
 }
 
+/// Bytes as a disk, sized so they can stand behind a `&dyn ReadAt`.
+impl ReadAt for Vec<u8> {
+    fn read_exact_at(&self, buf: &mut [u8], off: u64) -> io::Result<()> {
+        self[..].read_exact_at(buf, off)
+    }
+    fn size(&self) -> io::Result<u64> {
+        Ok(self.len() as u64)
+    }
+}
+
+impl ReadAt for &[u8] {
+    fn read_exact_at(&self, buf: &mut [u8], off: u64) -> io::Result<()> {
+        (**self).read_exact_at(buf, off)
+    }
+    fn size(&self) -> io::Result<u64> {
+        Ok(self.len() as u64)
+    }
+}
+
 /// `Read + Seek` over a [`ReadAt`], for parsers that want a stream.
 pub struct Cursor<'a, R: ReadAt + ?Sized> {
     r: &'a R,

@@ -3,7 +3,7 @@
 //! up to the AGF's free count is treated as fully used.
 
 use super::read::ReadAt;
-use anyhow::{bail, ensure, Result};
+use anyhow::{bail, ensure, Context, Result};
 
 const NULL_AGBLOCK: u32 = 0xffff_ffff;
 
@@ -35,10 +35,12 @@ pub fn free(f: &dyn ReadAt, base: u64, part_len: u64) -> Result<Free> {
     ensure!(bs.is_power_of_two() && (512..=65536).contains(&bs), "implausible XFS block size {bs}");
     ensure!(sect.is_power_of_two() && sect >= 512, "implausible XFS sector size {sect}");
     ensure!(agblocks > 0 && agcount > 0, "XFS superblock has no allocation groups");
+    let fs_bytes = dblocks.checked_mul(bs).filter(|&b| b <= part_len).with_context(|| {
+        format!("XFS ({dblocks} blocks of {bs} bytes) is larger than its partition ({part_len})")
+    })?;
     ensure!(
-        dblocks * bs <= part_len,
-        "XFS ({} bytes) is larger than its partition ({part_len})",
-        dblocks * bs
+        agcount.checked_mul(agblocks).is_some_and(|b| b >= dblocks && b - dblocks < agblocks),
+        "XFS: {agcount} allocation groups of {agblocks} blocks do not make {dblocks} blocks"
     );
     let mut ranges = Vec::new();
     let mut notes = Vec::new();
@@ -62,13 +64,16 @@ pub fn free(f: &dyn ReadAt, base: u64, part_len: u64) -> Result<Free> {
                 m => bail!("AG {ag}: block {agbno} is not a bnobt block (magic {m:02x?})"),
             })
         };
-        // Down the left edge to the first leaf.
+        // Down the left edge to the first leaf: at most `levels` steps.
         let mut cur = root;
+        let mut depth = 0;
         loop {
             let hdr = read(cur, &mut block)?;
             if be16(&block, 4) == 0 {
                 break;
             }
+            depth += 1;
+            ensure!(depth < levels, "AG {ag}: bnobt deeper than its height {levels}");
             let maxrecs = (bs as usize - hdr) / 12;
             cur = be32(&block, hdr + maxrecs * 8);
         }
@@ -98,5 +103,5 @@ pub fn free(f: &dyn ReadAt, base: u64, part_len: u64) -> Result<Free> {
         }
         ranges.extend(found);
     }
-    Ok(Free { ranges, block_size: bs, fs_bytes: dblocks * bs, notes })
+    Ok(Free { ranges, block_size: bs, fs_bytes, notes })
 }

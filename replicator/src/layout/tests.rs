@@ -1,0 +1,71 @@
+//! Hostile filesystems: real images from mkfs, then corrupted the way a bad or malicious disk
+//! could be. Every probe must answer with an error (or a conservative layout), never a panic,
+//! an endless loop or a buffer sized by the disk.
+
+use super::read::ReadAt;
+use super::*;
+
+fn image(mkfs: &str, mib: u64) -> Vec<u8> {
+    let t = tempfile::tempdir().unwrap();
+    let p = t.path().join("fs.img");
+    let ok = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("truncate -s {mib}M {0} && {mkfs} {0} >/dev/null 2>&1", p.display()))
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "{mkfs} failed");
+    std::fs::read(p).unwrap()
+}
+
+fn put32le(b: &mut [u8], o: usize, v: u32) {
+    b[o..o + 4].copy_from_slice(&v.to_le_bytes());
+}
+
+#[test]
+fn ext_with_impossible_counts() {
+    let img = image("mkfs.ext4 -q -F -O 64bit", 64);
+    let len = img.len() as u64;
+    assert!(ext::free(&img, 0, len).is_ok());
+    // Block count so large that blocks × block size overflows u64.
+    let mut bad = img.clone();
+    put32le(&mut bad, 1024 + 4, u32::MAX);
+    put32le(&mut bad, 1024 + 0x150, u32::MAX);
+    assert!(ext::free(&bad, 0, len).is_err());
+    // First data block past the end.
+    let mut bad = img.clone();
+    put32le(&mut bad, 1024 + 20, u32::MAX);
+    assert!(ext::free(&bad, 0, len).is_err());
+    // A descriptor size that is not a power of two.
+    let mut bad = img.clone();
+    bad[1024 + 0xFE..1024 + 0x100].copy_from_slice(&65535u16.to_le_bytes());
+    assert!(ext::free(&bad, 0, len).is_err());
+    // The whole-disk analysis stays conservative (sends everything) rather than failing.
+    let l = analyze(&bad).unwrap();
+    assert_eq!(l.extent_bytes, len);
+}
+
+#[test]
+fn xfs_with_a_looping_btree() {
+    let img = image("mkfs.xfs -q -f", 300);
+    let len = img.len() as u64;
+    assert!(xfs::free(&img, 0, len).is_ok());
+    let be32 = |b: &[u8], o: usize| u32::from_be_bytes(b[o..o + 4].try_into().unwrap());
+    let bs = be32(&img, 4) as usize;
+    let sect = u16::from_be_bytes(img[102..104].try_into().unwrap()) as usize;
+    // AG 0's bnobt root becomes an interior node pointing at itself.
+    let root = be32(&img, sect + 16) as usize;
+    let mut bad = img.clone();
+    bad[sect + 28..sect + 32].copy_from_slice(&2u32.to_be_bytes());
+    let node = root * bs;
+    bad[node + 4..node + 6].copy_from_slice(&1u16.to_be_bytes());
+    let hdr = if &bad[node..node + 4] == b"AB3B" { 56 } else { 16 };
+    let ptr = node + hdr + (bs - hdr) / 12 * 8;
+    bad[ptr..ptr + 4].copy_from_slice(&(root as u32).to_be_bytes());
+    assert!(xfs::free(&bad, 0, len).is_err());
+    // Allocation groups that do not add up.
+    let mut bad = img.clone();
+    bad[88..92].copy_from_slice(&u32::MAX.to_be_bytes());
+    assert!(xfs::free(&bad, 0, len).is_err());
+    assert!(ReadAt::size(&img).unwrap() == len);
+}
