@@ -67,7 +67,7 @@ pub fn read_pv(dev: &Path) -> Result<Option<Pv>> {
     for &(off, size) in &label.mdas {
         // Bounded before anything is allocated: inside the device, at most MAX_MDA.
         anyhow::ensure!(
-            size >= 512 && size <= MAX_MDA && off.checked_add(size).is_some_and(|e| e <= dev_size),
+            (512..=MAX_MDA).contains(&size) && off.checked_add(size).is_some_and(|e| e <= dev_size),
             "{}: LVM metadata area at byte {off} of {size} bytes does not fit the device ({dev_size} bytes, areas up to {MAX_MDA})",
             dev.display()
         );
