@@ -47,6 +47,14 @@ fn detect(p: &Path) -> Result<Kind> {
 fn settings(a: &CustomizeArgs) -> Result<(Vec<String>, String)> {
     let mut words = Vec::new();
     if let Some(t) = &a.token {
+        let t = if t == "auto" {
+            let t = ferry_replicator::auth::generate_token()?;
+            // The one place it is shown: give it to `ferry send` (--token-file or --token).
+            println!("token: {t}");
+            t
+        } else {
+            t.clone()
+        };
         words.push(format!("ferry.token={t}"));
     }
     if let Some(l) = &a.listen {

@@ -120,7 +120,8 @@ pub struct CustomizeArgs {
     /// the artifact to write (may be the same path)
     #[argh(option)]
     out: PathBuf,
-    /// the one-time token `ferry send` must present (ferry.token)
+    /// the one-time token `ferry send` must present (ferry.token); `auto` generates a 128-bit
+    /// token and prints it
     #[argh(option)]
     token: Option<String>,
     /// the address the receiver listens on (ferry.listen)

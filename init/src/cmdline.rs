@@ -33,6 +33,17 @@ pub enum IpConfig {
     },
 }
 
+/// A command line fit for logs: the value of `ferry.token=` is hidden.
+pub fn redact(line: &str) -> String {
+    line.split(' ')
+        .map(|w| match w.split_once('=') {
+            Some(("ferry.token", _)) => "ferry.token=(hidden)".to_string(),
+            _ => w.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Config {
     #[serde(skip)]
@@ -294,6 +305,7 @@ mod tests {
 
     #[test]
     fn defaults_and_values() {
+        assert_eq!(redact("quiet ferry.token=abcdefgh1234 ip=dhcp"), "quiet ferry.token=(hidden) ip=dhcp");
         let (c, p) = parse("BOOT_IMAGE=/vmlinuz quiet ferry.token=abcdefgh1234 ferry.after=wait ferry.debug ferry.listen=10.0.0.1:9000 ferry.idle=30 ferry.convert=no");
         assert!(p.is_empty(), "{p:?}");
         assert_eq!(c.token.as_deref(), Some("abcdefgh1234"));

@@ -16,7 +16,11 @@ pub fn run() -> ! {
     let file = std::fs::read_to_string(cmdline::CONFIG_FILE).unwrap_or_default();
     let (cfg, problems) = cmdline::parse_words(cmdline::layered(&file, &line));
     crate::logger::init(cfg.debug, true);
-    log::info!("ferry-init {} starting; cmdline: {}", env!("CARGO_PKG_VERSION"), line.trim());
+    log::info!(
+        "ferry-init {} starting; cmdline: {}",
+        env!("CARGO_PKG_VERSION"),
+        cmdline::redact(line.trim())
+    );
     if !file.is_empty() {
         // Keys only: the file may hold the token.
         let keys: Vec<String> = cmdline::layered(&file, "")
@@ -70,6 +74,12 @@ fn boot(cfg: &Config, shared: &Shared) -> anyhow::Result<After> {
     }
     check_entropy(shared);
 
+    // The status endpoint first when it listens on every address: it answers whatever the
+    // network configuration or the receiver below waits for.
+    let early_status = cfg.status.ip().is_unspecified();
+    if early_status {
+        status::serve(cfg.status, shared.clone())?;
+    }
     State::set_phase(shared, "network");
     for p in net::configure(&cfg.ip) {
         State::problem(shared, p);
@@ -77,7 +87,9 @@ fn boot(cfg: &Config, shared: &Shared) -> anyhow::Result<After> {
     for l in net::links() {
         log::info!("network: {} {} {}", l.name, l.mac, l.addresses.join(" "));
     }
-    status::serve(cfg.status, shared.clone())?;
+    if !early_status {
+        status::serve(cfg.status, shared.clone())?;
+    }
     shared.lock().unwrap().ready_uptime_s = Some(crate::sysinfo::uptime());
     State::set_phase(shared, "ready");
     log::info!("ready");
@@ -99,14 +111,9 @@ fn job(cfg: &Config, shared: &Shared) -> anyhow::Result<After> {
             }
         });
     }
-    let Some(token) = cfg.token.clone() else {
-        State::problem(
-            shared,
-            "no ferry.token on the kernel command line: the receiver is not started".into(),
-        );
-        loop {
-            std::thread::sleep(Duration::from_secs(3600));
-        }
+    let token = match cfg.token.clone() {
+        Some(t) => t,
+        None => generated_token(shared)?,
     };
     let discover = || -> Vec<TargetSpec> {
         inventory::disks(std::path::Path::new("/sys"))
@@ -157,6 +164,17 @@ fn job(cfg: &Config, shared: &Shared) -> anyhow::Result<After> {
     }
     State::set_phase(shared, "done");
     Ok(cfg.after)
+}
+
+/// No `ferry.token`: make a 128-bit one (waiting for the kernel's RNG if need be) and show it
+/// on the console only — never in the log, `dmesg` or /status.
+fn generated_token(shared: &Shared) -> anyhow::Result<String> {
+    State::set_phase(shared, "making-token");
+    let t = ferry_replicator::auth::generate_token()?;
+    eprintln!("\n\n    ferry: no ferry.token was given; this appliance's token is:\n\n        {t}\n\n");
+    log::info!("no ferry.token given: generated one, shown on the console only");
+    shared.lock().unwrap().token_generated = true;
+    Ok(t)
 }
 
 /// Without a hardware RNG the kernel's CRNG may never initialise under emulation, and anything

@@ -1,9 +1,15 @@
-//! The appliance's status document and its HTTP endpoint (`GET /status`, JSON). Later stages
-//! (transfer, conversion) publish into the same [`State`].
+//! The appliance's status document and its HTTP endpoint (`GET /status`, JSON): a minimal
+//! HTTP/1.1 server with bounded connections, request sizes and time. Later stages (transfer,
+//! conversion) publish into the same [`State`].
 
 use crate::cmdline::Config;
+use anyhow::Context;
 use serde::Serialize;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 #[derive(Debug, Default, Serialize)]
 pub struct State {
@@ -12,6 +18,8 @@ pub struct State {
     pub config: Option<Config>,
     pub ready_uptime_s: Option<f64>,
     pub modules_loaded: Vec<String>,
+    /// No ferry.token was given: the appliance made one and showed it on its console.
+    pub token_generated: bool,
     /// The conversion report once conversion has run.
     pub conversion: Option<serde_json::Value>,
     /// The receiver's own status (transfer progress, failed authentications), when it runs.
@@ -49,24 +57,88 @@ pub fn document(shared: &Shared) -> serde_json::Value {
     v
 }
 
-/// Serves `GET /status` on `addr` from a background thread.
+/// Most connections served at once; more are answered 503 and closed at once.
+pub const MAX_CONNECTIONS: usize = 16;
+/// A client gets this long to send its request and take the answer.
+pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest request head read.
+const MAX_REQUEST: usize = 8192;
+
+/// Serves `GET /status` on `addr` from a background thread: one short-lived thread per
+/// connection, at most [`MAX_CONNECTIONS`], each cut after [`CLIENT_TIMEOUT`] — idle clients
+/// can never use up PID 1's descriptors or stall the endpoint.
 pub fn serve(addr: std::net::SocketAddr, shared: Shared) -> anyhow::Result<()> {
-    let server =
-        tiny_http::Server::http(addr).map_err(|e| anyhow::anyhow!("status endpoint on {addr}: {e}"))?;
+    let listener = TcpListener::bind(addr).with_context(|| format!("status endpoint on {addr}"))?;
     log::info!("status: http://{addr}/status");
-    std::thread::Builder::new().name("status".into()).spawn(move || {
-        for req in server.incoming_requests() {
-            let path = req.url().split('?').next().unwrap_or("").to_string();
-            let resp = match (req.method(), path.as_str()) {
-                (tiny_http::Method::Get, "/status") | (tiny_http::Method::Get, "/") => {
-                    let body = serde_json::to_string_pretty(&document(&shared)).unwrap_or_default();
-                    let ct = tiny_http::Header::from_bytes("Content-Type", "application/json").unwrap();
-                    tiny_http::Response::from_string(body).with_header(ct)
-                }
-                _ => tiny_http::Response::from_string("not found; try GET /status\n").with_status_code(404),
-            };
-            let _ = req.respond(resp);
+    let open = Arc::new(AtomicUsize::new(0));
+    std::thread::Builder::new().name("status".into()).spawn(move || loop {
+        let (sock, _) = match listener.accept() {
+            Ok(c) => c,
+            Err(e) => {
+                // Out of descriptors, say: wait and go on; the endpoint never ends.
+                log::warn!("status: accept failed: {e}");
+                std::thread::sleep(Duration::from_millis(200));
+                continue;
+            }
+        };
+        let _ = sock.set_read_timeout(Some(CLIENT_TIMEOUT));
+        let _ = sock.set_write_timeout(Some(CLIENT_TIMEOUT));
+        if open.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
+            open.fetch_sub(1, Ordering::SeqCst);
+            let _ = respond(&sock, "503 Service Unavailable", "text/plain", "busy; try again\n");
+            continue;
+        }
+        let (open2, shared) = (open.clone(), shared.clone());
+        let spawned = std::thread::Builder::new().name("status-conn".into()).spawn(move || {
+            handle(&sock, &shared);
+            open2.fetch_sub(1, Ordering::SeqCst);
+        });
+        if spawned.is_err() {
+            open.fetch_sub(1, Ordering::SeqCst);
         }
     })?;
     Ok(())
 }
+
+/// Reads one request head (bounded in size and time) and answers it; the connection closes.
+fn handle(sock: &TcpStream, shared: &Shared) {
+    let mut head = Vec::with_capacity(1024);
+    let mut buf = [0u8; 1024];
+    let deadline = std::time::Instant::now() + CLIENT_TIMEOUT;
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && !head.windows(2).any(|w| w == b"\n\n") {
+        if head.len() >= MAX_REQUEST || std::time::Instant::now() >= deadline {
+            let _ = respond(sock, "400 Bad Request", "text/plain", "request too long or too slow\n");
+            return;
+        }
+        match (&*sock).read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    let line = String::from_utf8_lossy(&head[..head.iter().position(|&b| b == b'\n').unwrap_or(head.len())])
+        .into_owned();
+    let mut words = line.split_whitespace();
+    let (method, target) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+    let path = target.split('?').next().unwrap_or("");
+    let _ = match (method, path) {
+        ("GET", "/status") | ("GET", "/") => {
+            let body = serde_json::to_string_pretty(&document(shared)).unwrap_or_default();
+            respond(sock, "200 OK", "application/json", &body)
+        }
+        ("GET", _) => respond(sock, "404 Not Found", "text/plain", "not found; try GET /status\n"),
+        _ => respond(sock, "405 Method Not Allowed", "text/plain", "only GET /status\n"),
+    };
+}
+
+fn respond(mut sock: &TcpStream, status: &str, ctype: &str, body: &str) -> std::io::Result<()> {
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    sock.write_all(head.as_bytes())?;
+    sock.write_all(body.as_bytes())?;
+    sock.flush()
+}
+
+#[cfg(test)]
+mod tests;

@@ -40,6 +40,7 @@ pub struct VmBuilder {
     uefi: bool,
     cdrom: Option<PathBuf>,
     tftp: Option<(PathBuf, String)>,
+    no_rng: bool,
 }
 
 /// OVMF firmware code and the variable store template (Debian's `ovmf` package).
@@ -91,6 +92,12 @@ impl VmBuilder {
         self
     }
 
+    /// No entropy source at all: no virtio-rng device, and a CPU model without RDRAND/RDSEED.
+    pub fn no_rng(mut self) -> Self {
+        self.no_rng = true;
+        self
+    }
+
     pub fn no_nic(mut self) -> Self {
         self.nic = false;
         self
@@ -120,8 +127,13 @@ impl VmBuilder {
                 "-no-reboot",
             ])
             .arg("-serial")
-            .arg(format!("file:{}", serial.display()))
-            .args(["-device", "virtio-rng-pci"]);
+            .arg(format!("file:{}", serial.display()));
+        if self.no_rng {
+            // The last -cpu wins over the accelerator's choice.
+            c.args(["-cpu", "qemu64,-rdrand,-rdseed"]);
+        } else {
+            c.args(["-device", "virtio-rng-pci"]);
+        }
         if self.uefi {
             let vars = dir.path().join("OVMF_VARS.fd");
             std::fs::copy(OVMF_VARS, &vars).with_context(|| format!("copying {OVMF_VARS}"))?;

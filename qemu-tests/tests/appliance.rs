@@ -81,3 +81,47 @@ fn static_ip_problems_and_poweroff() {
     assert!(exit.success(), "{exit}");
     assert!(vm.serial().contains("reboot: Power down"));
 }
+
+/// No entropy source at all (no virtio-rng, a CPU without RDRAND) and no token: /status answers
+/// at once and names the problem; the appliance makes a token as soon as the kernel can, shows
+/// it on the console only, and a sender with it is accepted.
+#[test]
+fn no_rng_and_no_token() {
+    let t = tempfile::tempdir().unwrap();
+    let tgt = t.path().join("t.img");
+    sparse_file(&tgt, 64 * MIB).unwrap();
+    let (port, data) = (free_port(), free_port());
+    let mut vm = VmBuilder::new("norng")
+        .no_rng()
+        .appliance("ip=dhcp ferry.after=wait ferry.convert=no")
+        .disk(Disk::new(&tgt, Bus::Virtio, "T0"))
+        .forward(port, "", 8080)
+        .forward(data, "", 8703)
+        .start()
+        .unwrap();
+    let st = vm.status(port, Duration::from_secs(120)).unwrap();
+    eprintln!("no-rng: /status answered after {:.1} s in phase {}", vm.elapsed().as_secs_f64(), st["phase"]);
+    let st = vm.wait_phase(port, "receiving", Duration::from_secs(300)).unwrap();
+    eprintln!("no-rng: receiving after {:.1} s", vm.elapsed().as_secs_f64());
+    assert_eq!(st["token_generated"], true, "{st:#}");
+    let serial = vm.serial();
+    let token = serial
+        .lines()
+        .skip_while(|l| !l.contains("this appliance's token is:"))
+        .map(str::trim)
+        .find(|l| l.len() == 39 && l.chars().all(|c| c.is_ascii_hexdigit() || c == '-'))
+        .unwrap_or_else(|| panic!("no generated token on the console:\n{serial}"));
+    assert_eq!(serial.matches(token).count(), 1, "the token appears more than once on the console");
+    assert!(!serde_json::to_string(&st).unwrap().contains(token), "the token is in /status");
+    // A small source: the token works.
+    let src = t.path().join("src.img");
+    ferry_qemu_tests::run(std::process::Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&src).arg("32M"))
+        .unwrap();
+    let out = std::process::Command::new(ferry_qemu_tests::binary("ferry"))
+        .args(["send", "--to", &format!("127.0.0.1:{data}"), "--token", token, "--no-finalize"])
+        .arg("--disk")
+        .arg(format!("{}=T0", src.display()))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -50,6 +50,10 @@ fn send_into_the_appliance() {
         .unwrap();
     let st = vm.wait_phase(status, "receiving", Duration::from_secs(120)).unwrap();
     assert_eq!(st["receiver"]["state"], "waiting", "{st:#}");
+    // ferry's own log hides the token (the kernel's echo of its command line is not ours).
+    let serial = vm.serial();
+    let start = serial.lines().find(|l| l.contains("ferry-init") && l.contains("starting")).unwrap();
+    assert!(!start.contains(TOKEN) && start.contains("ferry.token=(hidden)"), "{start}");
     let fp = st["receiver"]["fingerprint"].as_str().unwrap().to_string();
 
     // A wrong token first: refused and counted.

@@ -3,7 +3,7 @@
 //! as broadcasts, so no address is needed before the lease.
 
 use anyhow::{bail, Context, Result};
-use dhcproto::v4::{DhcpOption, Flags, Message, MessageType, Opcode, OptionCode};
+use dhcproto::v4::{DhcpOption, Message, MessageType, Opcode, OptionCode};
 use dhcproto::{Decodable, Decoder, Encodable};
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::os::fd::FromRawFd;
@@ -50,10 +50,18 @@ impl Client {
         Client { xid, mac, state: State::Selecting }
     }
 
+    /// A BOOTREQUEST from this client, broadcast flag set. Built by decoding a fixed header:
+    /// dhcproto's constructors fill in a random xid through `rand` first, whose blocking
+    /// `getrandom` hangs the whole boot when the kernel has no entropy yet (no RNG device).
     fn base(&self, kind: MessageType) -> Message {
-        let z = Ipv4Addr::UNSPECIFIED;
-        let mut m = Message::new_with_id(self.xid, z, z, z, z, &self.mac);
-        m.set_flags(Flags::default().set_broadcast());
+        let mut head = [0u8; 241];
+        head[..4].copy_from_slice(&[1, 1, 6, 0]);
+        head[4..8].copy_from_slice(&self.xid.to_be_bytes());
+        head[10..12].copy_from_slice(&0x8000u16.to_be_bytes());
+        head[28..34].copy_from_slice(&self.mac);
+        head[236..240].copy_from_slice(&[99, 130, 83, 99]);
+        head[240] = 255;
+        let mut m = Message::decode(&mut Decoder::new(&head)).expect("a fixed, valid BOOTP header");
         let o = m.opts_mut();
         o.insert(DhcpOption::MessageType(kind));
         let mut cid = vec![1u8];
@@ -223,6 +231,7 @@ mod tests {
         let d = c.discover();
         assert_eq!(d.opts().msg_type(), Some(MessageType::Discover));
         assert!(d.flags().broadcast());
+        assert_eq!((d.xid(), d.opcode(), &d.chaddr()[..6]), (0xdead, Opcode::BootRequest, &MAC[..]));
         let ip = Ipv4Addr::new(10, 0, 2, 15);
         let Action::Send(req) = c.handle(&reply(&c, MessageType::Offer, ip)) else { panic!() };
         assert_eq!(req.opts().msg_type(), Some(MessageType::Request));
