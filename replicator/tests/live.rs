@@ -198,3 +198,40 @@ fn freeze_finds_btrfs_on_the_source() {
     assert_eq!(serde_json::to_value(rep.consistency).unwrap(), "live");
     drop(m);
 }
+
+/// A filesystem mounted in another mount namespace cannot be seen, so not frozen: the pass
+/// must say it is not crash-consistent, and why.
+#[test]
+fn a_mount_ferry_cannot_see_makes_the_pass_not_crash_consistent() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src.img");
+    sh(&format!("truncate -s 64M {0} && mkfs.ext4 -q -F {0}", src.display()));
+    let dev = Loop::new(&src, 0, 64 * MIB);
+    let mnt = t.path().join("hidden");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let mut hidden = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(format!("mount {} {} && echo mounted && exec sleep 60", dev.0, mnt.display()))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(hidden.stdout.take().unwrap()), &mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "mounted");
+    let tgt = t.path().join("tgt.img");
+    garbage(&tgt, 64 * MIB);
+    let r = receiver(&[&tgt], &t.path().join("state"), None);
+    let mut o = opts(r.addr, &[(Path::new(&dev.0), "")]);
+    o.freeze = true;
+    let rep = send(&o);
+    let _ = hidden.kill();
+    let _ = hidden.wait();
+    let rep = rep.unwrap();
+    assert_eq!(serde_json::to_value(rep.consistency).unwrap(), "not-crash-consistent");
+    assert!(
+        rep.consistency_problems.iter().any(|p| p.contains("cannot see")),
+        "{:?}",
+        rep.consistency_problems
+    );
+}

@@ -112,8 +112,7 @@ pub fn inspect(sys: &Sys, mounts: &[Mount], sources: &[String]) -> Live {
     }
     let swap_names: Vec<String> = swaps().iter().filter_map(|s| sys.name_of_node(Path::new(s))).collect();
     for d in &devs {
-        let leaf = sys.holders(d).is_empty();
-        if leaf && !seen_devs.contains(d) && !swap_names.contains(d) && claimed(d) {
+        if sys.is_leaf(d) && !seen_devs.contains(d) && !swap_names.contains(d) && claimed(d) {
             live.invisible.push(format!(
                 "{} is in use by something ferry cannot see (a mount in another namespace, a VM or a database on the raw device)",
                 sys.describe(d)

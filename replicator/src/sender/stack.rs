@@ -139,6 +139,12 @@ impl Sys {
         v
     }
 
+    /// Nothing is stacked on it: no holders and no partitions. Only a leaf can be in use by
+    /// something ferry cannot see (a disk whose partition is mounted is claimed through it).
+    pub fn is_leaf(&self, name: &str) -> bool {
+        self.holders(name).is_empty() && self.partitions(name).is_empty()
+    }
+
     pub fn holders(&self, name: &str) -> Vec<String> {
         self.entries(name, "holders")
     }

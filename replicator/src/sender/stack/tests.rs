@@ -104,6 +104,10 @@ fn up_from_a_disk_through_lvm_and_crypt() {
     assert_eq!(s.describe("dm-0"), "dm-0 (vg-root)");
     assert_eq!(s.name_of((253, 2)).as_deref(), Some("dm-2"));
     assert_eq!(s.disk_of("sdb1"), "sdb");
+    // A disk with partitions, or a partition under LVM, is never a leaf: what claims it is
+    // above it, where ferry looks (a mounted sda1 claims sda too).
+    assert!(!s.is_leaf("sda") && !s.is_leaf("sda2") && !s.is_leaf("dm-1"));
+    assert!(s.is_leaf("sda1") && s.is_leaf("dm-0") && s.is_leaf("sdg"));
 }
 
 #[test]
