@@ -146,10 +146,11 @@ impl Receiver {
                         std::thread::sleep(Duration::from_millis(20));
                     }
                     Err(e) => {
-                        // EMFILE, ENOBUFS, ECONNABORTED...: wait a little and go on.
+                        // EMFILE, ENOBUFS, ECONNABORTED...: wait a little and go on; the
+                        // handshake deadline frees the descriptors idle connections hold.
                         log::warn!("receiver: accept failed: {e}; retrying");
                         sweep(&conns);
-                        std::thread::sleep(Duration::from_millis(200));
+                        std::thread::sleep(Duration::from_millis(100));
                     }
                 }
             }
