@@ -233,3 +233,28 @@ fn target_in_use_is_refused() {
     drop(l);
     assert_eq!(file_hash(&c.tgt), c.before);
 }
+
+/// `--token-file`: the token from a file's first line (never on a command line other local
+/// users can read); an empty file is an error that names it.
+#[test]
+fn token_from_a_file() {
+    let c = case(80);
+    let r = receiver(&[&c.tgt], &c.state, None);
+    let f = c.state.with_file_name("token");
+    let ferry = |file: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .args(["send", "--to", &r.addr.to_string(), "--token-file"])
+            .arg(file)
+            .arg("--disk")
+            .arg(&c.src)
+            .output()
+            .unwrap()
+    };
+    std::fs::write(&f, "").unwrap();
+    let out = ferry(&f);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("is empty") && err.contains(f.to_str().unwrap()), "{err}");
+    std::fs::write(&f, format!("{TOKEN}\n")).unwrap();
+    let out = ferry(&f);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}

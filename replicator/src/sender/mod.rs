@@ -206,8 +206,8 @@ pub fn send(o: &Options) -> Result<Report> {
         frozen = Some(fr);
     }
     let consistency = match &frozen {
+        _ if live.is_idle() => freeze::Consistency::Offline,
         Some(f) => f.consistency(),
-        None if live.is_idle() => freeze::Consistency::Offline,
         None => freeze::Consistency::Live,
     };
     let starts = plan_ok(&mut c, &srcs, o.verify, false)?;
