@@ -137,3 +137,18 @@ fn tls_below_1_3_is_refused() {
     assert!(tls12_client(r.addr).is_err(), "a TLS 1.2 handshake succeeded");
     assert!(t.elapsed() < Duration::from_secs(10));
 }
+
+/// A sender that re-runs right after an interrupted one finds the old session still ending: it
+/// waits its turn instead of being refused.
+#[test]
+fn a_new_sender_waits_for_the_ending_session() {
+    let c = case();
+    let r = receiver(&[&c.tgt], &c.state, None);
+    let old = authenticated(r.addr, &c.src);
+    let o = opts(r.addr, &[(&c.src, "")]);
+    let next = std::thread::spawn(move || send(&o));
+    std::thread::sleep(Duration::from_secs(2));
+    drop(old);
+    let rep = within(Duration::from_secs(30), "the next send", move || next.join().unwrap());
+    assert!(rep.unwrap_or_else(|e| panic!("{e:#}")).ok);
+}

@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 
 /// Failed authentications in a row after which a peer address must wait.
 pub const MAX_FAILURES: u32 = 5;
+/// How long an authenticated sender waits for the session before it to end.
+pub const BUSY_WAIT: Duration = Duration::from_secs(30);
 /// Peer addresses remembered at most (the oldest are forgotten first).
 const MAX_PEERS: usize = 4096;
 
@@ -108,11 +110,19 @@ impl Receiver {
         };
         self.limiter.succeeded(peer.ip());
         authed.store(true, Ordering::SeqCst);
-        let _one = match self.busy.try_lock() {
-            Ok(g) => g,
-            Err(TryLockError::Poisoned(p)) => p.into_inner(),
-            Err(TryLockError::WouldBlock) => {
-                return self.refuse(&mut s, "another sender is connected; one pass at a time".into())
+        // One session at a time. A sender that re-runs right after an interruption finds the
+        // old session still ending (its peer gone, a checkpoint syncing): wait for it a while.
+        let waited = Instant::now();
+        let _one = loop {
+            match self.busy.try_lock() {
+                Ok(g) => break g,
+                Err(TryLockError::Poisoned(p)) => break p.into_inner(),
+                Err(TryLockError::WouldBlock) if waited.elapsed() < BUSY_WAIT => {
+                    std::thread::sleep(Duration::from_millis(50))
+                }
+                Err(TryLockError::WouldBlock) => {
+                    return self.refuse(&mut s, "another sender is connected; one pass at a time".into())
+                }
             }
         };
         s.sock.set_read_timeout(Some(Duration::from_secs(300)))?;
