@@ -101,7 +101,7 @@ def make_source(rnd, path, fs, table):
 def change_source(rnd, path):
     m = Mounted(path, path + ".mnt")
     try:
-        files = sorted(os.listdir(m.mnt))
+        files = sorted(f for f in os.listdir(m.mnt) if os.path.isfile(os.path.join(m.mnt, f)))
         for name in rnd.sample(files, min(len(files), 5)):
             p = os.path.join(m.mnt, name)
             n = os.path.getsize(p)
@@ -244,10 +244,10 @@ def one(i, seed, work):
             proxy = cutting_proxy(port, rnd.randrange(64 * 1024, max(total // 8, 128 * 1024)))
             interrupted.append(run_cmd(send_cmd(proxy, sources, targets))[0])
         elif fault == "sender-kill":
-            interrupted.append(run_cmd(cmd, kill_after=rnd.uniform(0.2, 1.2))[0])
+            interrupted.append(run_cmd(cmd, kill_after=rnd.uniform(0.1, 0.8))[0])
         elif fault == "receiver-kill":
             p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            time.sleep(rnd.uniform(0.2, 1.2))
+            time.sleep(rnd.uniform(0.1, 0.8))
             rx.kill()
             interrupted.append(p.wait(timeout=600))
             rx.start()
@@ -258,7 +258,7 @@ def one(i, seed, work):
             for s in sources:
                 change_source(rnd, s)
         elif fault == "target-replaced":
-            interrupted.append(run_cmd(cmd, kill_after=rnd.uniform(0.2, 1.2))[0])
+            interrupted.append(run_cmd(cmd, kill_after=rnd.uniform(0.1, 0.8))[0])
             victim = rnd.choice(targets)
             size = os.path.getsize(victim)
             os.remove(victim)
@@ -267,10 +267,16 @@ def one(i, seed, work):
         elif fault == "state-full":
             interrupted.append(run_cmd(cmd)[0])
             sh(f"mount -o remount,size=64m {state}")
-        bad = [c for c in interrupted if c == 0]
-        if bad:
-            # The fault came after the end (a fast run): not a failure of ferry, but say so.
+        if any(c == 0 for c in interrupted):
+            # The fault came after the end (a fast run): the receiver finalized and exits; the
+            # re-run below is then a delta pass into a new receiver.
             fault += " (after the end)"
+            try:
+                if fault.startswith("receiver-kill"):
+                    raise subprocess.TimeoutExpired("", 0)  # already a fresh receiver
+                rx.p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                pass
         if rx.p.poll() is not None:
             rx.start()
         code, err = run_cmd(cmd)
