@@ -50,7 +50,14 @@ fn read_at(f: &dyn ReadAt, off: u64, len: usize) -> Vec<u8> {
 
 /// Filesystem free space of the region `[start, end)`, as absolute ranges.
 fn analyze_fs(f: &dyn ReadAt, start: u64, end: u64, notes: &mut Vec<String>) -> (String, Vec<(u64, u64)>) {
-    let len = end - start;
+    // A partition table may claim anything: a partition past the end of the disk, or ending
+    // before it starts, has nothing to analyse (and everything of the disk is sent).
+    let Some(len) = end.checked_sub(start).filter(|&l| l > 0) else {
+        notes.push(format!(
+            "partition at byte {start} ends at {end}, outside the disk or empty; nothing analysed"
+        ));
+        return ("outside".into(), Vec::new());
+    };
     let head = read_at(f, start, 8192.min(len as usize));
     let sb = head.get(1024..2048).unwrap_or(&[]);
     let shift = |v: Vec<(u64, u64)>| v.into_iter().map(|(s, e)| (s + start, e + start)).collect();

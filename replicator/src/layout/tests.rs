@@ -69,3 +69,23 @@ fn xfs_with_a_looping_btree() {
     assert!(xfs::free(&bad, 0, len).is_err());
     assert!(ReadAt::size(&img).unwrap() == len);
 }
+
+/// Partition tables that point past the end of the disk (found by the layout fuzzer): a note,
+/// the whole disk sent, no panic.
+#[test]
+fn partitions_beyond_the_disk() {
+    let mut disk = vec![0u8; 64 * 1024];
+    disk[510] = 0x55;
+    disk[511] = 0xaa;
+    // Entry 1: Linux, starting at sector 1000 of a 128-sector disk.
+    let e = &mut disk[446..462];
+    e[4] = 0x83;
+    e[8..12].copy_from_slice(&1000u32.to_le_bytes());
+    e[12..16].copy_from_slice(&10u32.to_le_bytes());
+    let l = analyze(&disk).unwrap();
+    assert!(l.extent_bytes <= l.size);
+    assert!(l.notes.iter().any(|n| n.contains("outside the disk")), "{:?}", l.notes);
+    // The fuzzer's find, kept as a regression input.
+    let crash = include_bytes!("testdata/fuzz-partition-past-end.bin");
+    let _ = analyze(&crash.to_vec());
+}
