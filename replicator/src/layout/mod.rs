@@ -82,9 +82,15 @@ fn analyze_fs(f: &dyn ReadAt, start: u64, end: u64, notes: &mut Vec<String>) -> 
     }
 }
 
+/// The partition-table crates can panic on hostile tables (mbrman on some EBR chains): a
+/// panic there means "no table", never the end of the sender or of PID 1's conversion.
+fn no_panic<T>(f: impl FnOnce() -> Option<T>) -> Option<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).ok().flatten()
+}
+
 fn gpt_parts(f: &dyn ReadAt) -> Option<Vec<(u32, u64, u64)>> {
     let mut r = Cursor::new(f).ok()?;
-    let gpt = gptman::GPT::find_from(&mut r).ok()?;
+    let gpt = no_panic(|| gptman::GPT::find_from(&mut r).ok())?;
     let ss = gpt.sector_size;
     Some(
         gpt.iter()
@@ -96,7 +102,7 @@ fn gpt_parts(f: &dyn ReadAt) -> Option<Vec<(u32, u64, u64)>> {
 
 fn mbr_parts(f: &dyn ReadAt) -> Option<Vec<(u32, u64, u64, bool)>> {
     let mut r = Cursor::new(f).ok()?;
-    let mbr = mbrman::MBR::read_from(&mut r, 512).ok()?;
+    let mbr = no_panic(|| mbrman::MBR::read_from(&mut r, 512).ok())?;
     let parts: Vec<_> = mbr
         .iter()
         .filter(|(_, p)| p.is_used())

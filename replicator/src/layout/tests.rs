@@ -88,4 +88,8 @@ fn partitions_beyond_the_disk() {
     // The fuzzer's find, kept as a regression input.
     let crash = include_bytes!("testdata/fuzz-partition-past-end.bin");
     let _ = analyze(&crash.to_vec());
+    // mbrman panics on this EBR chain (logical partitions at LBA 0): caught, no table.
+    let crash = include_bytes!("testdata/fuzz-mbrman-ebr-panic.bin");
+    let l = analyze(&crash.to_vec()).unwrap();
+    assert!(l.extent_bytes <= l.size);
 }
