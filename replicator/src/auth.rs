@@ -180,24 +180,25 @@ fn pake_ids(exp: &[u8; 32]) -> (PakeId, PakeId) {
 /// A SPAKE2 exchange in progress on one side.
 pub struct Pake(Spake2<Ed25519Group>);
 
-/// Key confirmation `role` sends under the agreed key.
-pub fn confirmation(key: &[u8], role: Role) -> [u8; 32] {
-    let k = hmac::Key::new(hmac::HMAC_SHA256, key);
-    let what: &[u8] = match role {
+/// What each role's key confirmation MACs.
+fn confirm_label(role: Role) -> &'static [u8] {
+    match role {
         Role::Sender => b"ferry-v2 confirm sender",
         Role::Receiver => b"ferry-v2 confirm receiver",
-    };
-    hmac::sign(&k, what).as_ref().try_into().expect("HMAC-SHA256 is 32 bytes")
+    }
+}
+
+/// Key confirmation `role` sends under the agreed key.
+pub fn confirmation(key: &[u8], role: Role) -> [u8; 32] {
+    hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, key), confirm_label(role))
+        .as_ref()
+        .try_into()
+        .expect("HMAC-SHA256 is 32 bytes")
 }
 
 /// Checks (in constant time) the confirmation the peer playing `role` sent.
 pub fn confirmed(key: &[u8], role: Role, got: &[u8; 32]) -> bool {
-    let k = hmac::Key::new(hmac::HMAC_SHA256, key);
-    let what: &[u8] = match role {
-        Role::Sender => b"ferry-v2 confirm sender",
-        Role::Receiver => b"ferry-v2 confirm receiver",
-    };
-    hmac::verify(&k, what, got).is_ok()
+    hmac::verify(&hmac::Key::new(hmac::HMAC_SHA256, key), confirm_label(role), got).is_ok()
 }
 
 impl Pake {

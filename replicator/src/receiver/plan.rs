@@ -73,13 +73,7 @@ fn bounded(d: &DiskPlan) -> Result<()> {
 
 /// Do the last durable blocks recorded in `st` still read the same on the target?
 fn spot_check(target: &Target, st: &State) -> bool {
-    let Some(tail) = (0..st.tail.len())
-        .step_by(2)
-        .map(|i| st.tail.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
-        .collect::<Option<Vec<u8>>>()
-    else {
-        return false;
-    };
+    let Some(tail) = super::state::unhex(&st.tail) else { return false };
     let recs: Vec<&[u8]> = tail.chunks(RECORD).collect();
     let mut buf = vec![0u8; BLOCK as usize];
     recs.iter().rev().take(SPOT_CHECK).all(|r| {

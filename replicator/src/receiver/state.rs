@@ -108,7 +108,8 @@ pub struct Store {
     runs: Option<File>,
 }
 
-fn unhex(s: &str) -> Option<Vec<u8>> {
+/// Bytes of a hex string (the state's `tail`); `None` if it is not hex.
+pub fn unhex(s: &str) -> Option<Vec<u8>> {
     if !s.len().is_multiple_of(2) {
         return None;
     }
