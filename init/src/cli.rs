@@ -1,6 +1,7 @@
 //! Host subcommands of `ferry-init` (when it is not PID 1).
 
 use argh::FromArgs;
+use ferry_convert::nics::Nics;
 
 /// ferry-init: the ferry appliance's PID 1; on a normal host, these subcommands.
 #[derive(FromArgs)]
@@ -29,7 +30,8 @@ struct Convert {
     #[argh(switch)]
     no_grow: bool,
     /// the name a NIC will have in the new VM (e.g. ens3); repeat in order. Without it the
-    /// network configuration keeps its interface names.
+    /// NICs keep kernel names in bus order (eth0, eth1…, pinned with net.ifnames=0), which do
+    /// not depend on the PCI slots of the new VM.
     #[argh(option)]
     nic: Vec<String>,
     /// where the system is mounted while converting (default /run/ferry/convert)
@@ -158,16 +160,25 @@ fn receive(r: Receive) -> anyhow::Result<i32> {
     Ok(0)
 }
 
+/// Host mode mounts the migrated system in a mount namespace of its own, so nothing it mounts
+/// (or a guest's fstab could make it mount) is visible on the host, and every mount goes away
+/// with the process.
+fn private_mounts() -> anyhow::Result<()> {
+    use anyhow::Context;
+    use nix::mount::{mount, MsFlags};
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).context("creating a private mount namespace")?;
+    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
+        .context("making mounts private")?;
+    Ok(())
+}
+
 fn convert(c: Convert) -> anyhow::Result<i32> {
     anyhow::ensure!(!c.disk.is_empty(), "at least one --disk is required");
     let disks: Vec<std::path::PathBuf> = c.disk.iter().map(Into::into).collect();
-    let opts = crate::convert::Options {
-        grow: !c.no_grow,
-        workdir: c.workdir.into(),
-        host: true,
-        nics: Some(c.nic),
-    };
-    let rep = crate::convert::run(&disks, &opts);
+    private_mounts()?;
+    let nics = if c.nic.is_empty() { Nics::Kernel } else { Nics::Names(c.nic) };
+    let opts = ferry_convert::Options { grow: !c.no_grow, workdir: c.workdir.into(), nics };
+    let rep = ferry_convert::run(&disks, &mut ferry_convert::machine::Host::default(), &opts);
     println!("{}", serde_json::to_string_pretty(&rep)?);
     Ok(if rep.ok { 0 } else { 1 })
 }

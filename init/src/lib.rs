@@ -2,14 +2,13 @@
 //! database) and the host subcommands.
 
 pub mod cli;
-pub mod cmd;
+/// The command runner lives with the conversion; re-exported for `ferry-image`.
+pub use ferry_convert::cmd;
 pub mod cmdline;
 pub mod coldplug;
-pub mod convert;
 pub mod inventory;
 pub mod kmod;
 pub mod logger;
-pub mod lvm;
 pub mod mounts;
 pub mod net;
 pub mod pid1;

@@ -16,6 +16,7 @@ pub fn run() -> ! {
     let file = std::fs::read_to_string(cmdline::CONFIG_FILE).unwrap_or_default();
     let (cfg, problems) = cmdline::parse_words(cmdline::layered(&file, &line));
     crate::logger::init(cfg.debug, true);
+    ferry_convert::lvm::dm::set_module_loader(|m| kmod::Loader::for_running_kernel()?.ensure(m).map(drop));
     log::info!(
         "ferry-init {} starting; cmdline: {}",
         env!("CARGO_PKG_VERSION"),
@@ -134,13 +135,17 @@ fn job(cfg: &Config, shared: &Shared) -> anyhow::Result<After> {
         }
         State::set_phase(&sh, "converting");
         let disks: Vec<std::path::PathBuf> = targets.iter().map(|t| t.path.clone().into()).collect();
-        let opts =
-            crate::convert::Options { grow, workdir: "/run/ferry/convert".into(), host: false, nics: None };
-        let rep = std::panic::catch_unwind(|| crate::convert::run(&disks, &opts)).unwrap_or_else(|_| {
-            crate::convert::Report {
-                error: Some("the converter panicked (see the console)".into()),
-                ..Default::default()
-            }
+        let opts = ferry_convert::Options {
+            grow,
+            workdir: "/run/ferry/convert".into(),
+            nics: ferry_convert::nics::Nics::Kernel,
+        };
+        let rep = std::panic::catch_unwind(|| {
+            ferry_convert::run(&disks, &mut ferry_convert::machine::Appliance, &opts)
+        })
+        .unwrap_or_else(|_| ferry_convert::Report {
+            error: Some("the converter panicked (see the console)".into()),
+            ..Default::default()
         });
         let json = serde_json::to_value(&rep).unwrap_or_default();
         {

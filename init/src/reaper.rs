@@ -1,27 +1,11 @@
 //! Zombie reaping for PID 1. Orphans re-parented to us are reaped; children our own code started
-//! (registered through [`own`] by [`crate::cmd`]) are left for their spawner's `wait`.
+//! (registered by `ferry_convert::cmd`, see [`ferry_convert::cmd::is_owned`]) are left for
+//! their spawner's `wait`.
 
 use nix::sys::wait::{waitid, waitpid, Id, WaitPidFlag};
-use std::collections::HashSet;
-use std::sync::Mutex;
 use std::time::Duration;
 
-static OWNED: Mutex<Option<HashSet<i32>>> = Mutex::new(None);
-
-fn owned(pid: i32) -> bool {
-    OWNED.lock().unwrap().as_ref().is_some_and(|s| s.contains(&pid))
-}
-
-/// Marks a child as waited for by its spawner (`true`) or releases it (`false`).
-pub fn own(pid: u32, yes: bool) {
-    let mut g = OWNED.lock().unwrap();
-    let s = g.get_or_insert_with(HashSet::new);
-    if yes {
-        s.insert(pid as i32);
-    } else {
-        s.remove(&(pid as i32));
-    }
-}
+use ferry_convert::cmd::is_owned as owned;
 
 pub fn start() {
     let _ = std::thread::Builder::new().name("reaper".into()).spawn(|| loop {

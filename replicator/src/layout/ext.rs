@@ -4,8 +4,9 @@
 //! blocks (backup superblock and GDT) from the group start. A group whose bitmap disagrees
 //! with its descriptor's free count is treated as fully used: never skip what might be data.
 
-use super::read::ReadAt;
 use anyhow::{bail, ensure, Context, Result};
+pub use ferry_formats::fs::is_ext;
+use ferry_formats::read::ReadAt;
 
 const INCOMPAT_META_BG: u32 = 0x10;
 const INCOMPAT_64BIT: u32 = 0x80;
@@ -18,10 +19,6 @@ fn u16_at(b: &[u8], o: usize) -> u16 {
 }
 fn u32_at(b: &[u8], o: usize) -> u32 {
     u32::from_le_bytes(b[o..o + 4].try_into().unwrap())
-}
-
-pub fn is_ext(sb: &[u8]) -> bool {
-    sb.len() >= 1024 && u16_at(sb, 56) == 0xEF53
 }
 
 pub struct Free {

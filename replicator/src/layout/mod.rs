@@ -6,13 +6,15 @@
 
 pub mod ext;
 pub mod ranges;
-pub mod read;
 pub mod xfs;
 
+pub use ferry_formats::read;
 pub use ranges::RangeSet;
 
 use anyhow::{Context, Result};
-use read::{Cursor, ReadAt};
+use ferry_formats::fs::{self, FsType};
+use ferry_formats::table;
+use read::ReadAt;
 use serde::Serialize;
 use std::fs::File;
 
@@ -58,17 +60,12 @@ fn analyze_fs(f: &dyn ReadAt, start: u64, end: u64, notes: &mut Vec<String>) -> 
         ));
         return ("outside".into(), Vec::new());
     };
-    let head = read_at(f, start, 8192.min(len as usize));
-    let sb = head.get(1024..2048).unwrap_or(&[]);
     let shift = |v: Vec<(u64, u64)>| v.into_iter().map(|(s, e)| (s + start, e + start)).collect();
-    let res = if ext::is_ext(sb) {
-        ("ext", ext::free(f, start, len))
-    } else if xfs::is_xfs(&head) {
-        ("xfs", xfs::free(f, start, len))
-    } else if head.len() >= 4096 && &head[4086..4096] == b"SWAPSPACE2" {
-        return ("swap".into(), vec![(start + 4096, end)]);
-    } else {
-        return ("unknown".into(), Vec::new());
+    let res = match fs::probe(f, start, len).map(|p| p.fstype) {
+        Some(t) if t.is_ext() => ("ext", ext::free(f, start, len)),
+        Some(FsType::Xfs) => ("xfs", xfs::free(f, start, len)),
+        Some(FsType::Swap) => return ("swap".into(), vec![(start + 4096, end)]),
+        _ => return ("unknown".into(), Vec::new()),
     };
     match res {
         (kind, Ok(free)) => {
@@ -82,51 +79,10 @@ fn analyze_fs(f: &dyn ReadAt, start: u64, end: u64, notes: &mut Vec<String>) -> 
     }
 }
 
-/// The partition-table crates can panic on hostile tables (mbrman on some EBR chains): a
-/// panic there means "no table", never the end of the sender or of PID 1's conversion.
-fn no_panic<T>(f: impl FnOnce() -> Option<T>) -> Option<T> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).ok().flatten()
-}
-
-fn gpt_parts(f: &dyn ReadAt) -> Option<Vec<(u32, u64, u64)>> {
-    let mut r = Cursor::new(f).ok()?;
-    let gpt = no_panic(|| gptman::GPT::find_from(&mut r).ok())?;
-    let ss = gpt.sector_size;
-    Some(
-        gpt.iter()
-            .filter(|(_, p)| p.is_used())
-            .map(|(i, p)| (i, p.starting_lba * ss, (p.ending_lba + 1) * ss))
-            .collect(),
-    )
-}
-
-fn mbr_parts(f: &dyn ReadAt) -> Option<Vec<(u32, u64, u64, bool)>> {
-    let mut r = Cursor::new(f).ok()?;
-    let mbr = no_panic(|| mbrman::MBR::read_from(&mut r, 512).ok())?;
-    let parts: Vec<_> = mbr
-        .iter()
-        .filter(|(_, p)| p.is_used())
-        .map(|(i, p)| {
-            (
-                i as u32,
-                p.starting_lba as u64 * 512,
-                (p.starting_lba as u64 + p.sectors as u64) * 512,
-                p.is_extended(),
-            )
-        })
-        .collect();
-    (!parts.is_empty()).then_some(parts)
-}
-
 /// The partitions of a disk or image (number, start byte, end byte), GPT or MBR with logical
 /// partitions; extended containers are left out.
 pub fn partitions(f: &dyn ReadAt) -> Vec<(u32, u64, u64)> {
-    if let Some(g) = gpt_parts(f) {
-        return g;
-    }
-    mbr_parts(f)
-        .map(|v| v.into_iter().filter(|p| !p.3).map(|(n, s, e, _)| (n, s, e)).collect())
-        .unwrap_or_default()
+    table::partitions(f)
 }
 
 /// Analyses a source disk (or image) opened read-only.
@@ -142,18 +98,18 @@ pub fn analyze(f: &dyn ReadAt) -> Result<Layout> {
         free.extend(fr);
     };
     let head = read_at(f, 0, 8192.min(size as usize));
-    let whole_fs = xfs::is_xfs(&head) || head.get(1024..2048).is_some_and(ext::is_ext);
+    let whole_fs = fs::is_xfs(&head) || head.get(1024..2048).is_some_and(fs::is_ext);
     let mut containers = Vec::new();
-    let (table, last_used) = if let Some(gpt) = gpt_parts(f) {
-        for (n, s, e) in gpt {
-            add(n, s, e, &mut notes);
+    let (table, last_used) = if let Some(gpt) = table::gpt(f) {
+        for e in gpt {
+            add(e.number, e.start, e.end, &mut notes);
         }
         // The backup GPT lives at the very end: everything up to the end is needed.
         ("gpt".to_string(), size)
-    } else if let Some(mbr) = mbr_parts(f).filter(|_| !whole_fs && head.get(510..512) == Some(&[0x55, 0xaa]))
+    } else if let Some(mbr) = table::mbr(f).filter(|_| !whole_fs && head.get(510..512) == Some(&[0x55, 0xaa]))
     {
         let mut last = 512;
-        for (n, s, e, extended) in mbr {
+        for table::Entry { number: n, start: s, end: e, extended } in mbr {
             last = last.max(e.min(size));
             if extended {
                 // The container holds EBRs and logical partitions (listed on their own).

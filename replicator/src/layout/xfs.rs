@@ -2,8 +2,9 @@
 //! partclone does: AGF → root → leftmost leaf → right siblings. An AG whose records do not add
 //! up to the AGF's free count is treated as fully used.
 
-use super::read::ReadAt;
 use anyhow::{bail, ensure, Context, Result};
+pub use ferry_formats::fs::is_xfs;
+use ferry_formats::read::ReadAt;
 
 const NULL_AGBLOCK: u32 = 0xffff_ffff;
 
@@ -15,10 +16,6 @@ fn be32(b: &[u8], o: usize) -> u32 {
 }
 fn be64(b: &[u8], o: usize) -> u64 {
     u64::from_be_bytes(b[o..o + 8].try_into().unwrap())
-}
-
-pub fn is_xfs(sb: &[u8]) -> bool {
-    sb.len() >= 4 && &sb[..4] == b"XFSB"
 }
 
 pub use super::ext::Free;

@@ -3,9 +3,10 @@
 //! bootloader, and every installed kernel with whether it can boot on virtio (module file,
 //! `modules.builtin`, or `/boot/config-*`).
 
+use crate::guest::GuestRoot;
+use crate::types::{Bootloader, Family, Firmware, InitramfsTool};
 use anyhow::{bail, Result};
 use serde::Serialize;
-use std::path::Path;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Kernel {
@@ -17,11 +18,12 @@ pub struct Kernel {
 #[derive(Debug, Clone, Serialize)]
 pub struct System {
     pub os_id: String,
-    pub family: String,
+    pub family: Family,
     pub pretty_name: String,
-    pub initramfs: String,
-    pub bootloader: String,
+    pub initramfs: InitramfsTool,
+    pub bootloader: Bootloader,
     pub uefi: bool,
+    pub firmware: Firmware,
     pub kernels: Vec<Kernel>,
 }
 
@@ -33,61 +35,60 @@ pub const VIRTIO: &[(&str, &str)] = &[
     ("virtio_net", "VIRTIO_NET"),
 ];
 
-fn os_release(root: &Path) -> Vec<(String, String)> {
-    let text = std::fs::read_to_string(root.join("etc/os-release"))
-        .or_else(|_| std::fs::read_to_string(root.join("usr/lib/os-release")))
-        .unwrap_or_default();
-    text.lines()
+fn os_release(g: &GuestRoot) -> Result<Vec<(String, String)>> {
+    let text = match g.read("etc/os-release")? {
+        Some(t) => t,
+        None => g.read_or_empty("usr/lib/os-release")?,
+    };
+    Ok(text
+        .lines()
         .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.trim_matches('"').to_string()))
-        .collect()
+        .map(|(k, v)| (k.trim().to_string(), v.trim().trim_matches('"').trim_matches('\'').to_string()))
+        .collect())
 }
 
-pub fn looks_like_root(root: &Path) -> bool {
-    root.join("etc/fstab").is_file() && !os_release(root).is_empty()
+pub fn looks_like_root(g: &GuestRoot) -> bool {
+    g.is_file("etc/fstab") && os_release(g).is_ok_and(|o| !o.is_empty())
 }
 
-fn kernel_supports(root: &Path, ver: &str, module: &str, config: &str) -> bool {
-    let mdir = ["lib/modules", "usr/lib/modules"].iter().map(|d| root.join(d).join(ver)).find(|p| p.is_dir());
-    if let Some(m) = &mdir {
-        let builtin = std::fs::read_to_string(m.join("modules.builtin")).unwrap_or_default();
-        let alt = module.replace('_', "-");
-        if builtin
-            .lines()
-            .any(|l| l.ends_with(&format!("/{module}.ko")) || l.ends_with(&format!("/{alt}.ko")))
-        {
-            return true;
+fn kernel_supports(g: &GuestRoot, ver: &str, module: &str, config: &str) -> Result<bool> {
+    let alt = module.replace('_', "-");
+    let named = |f: &str| {
+        let f = f.rsplit('/').next().unwrap_or("");
+        f.starts_with(&format!("{module}.ko")) || f.starts_with(&format!("{alt}.ko"))
+    };
+    for d in ["lib/modules", "usr/lib/modules"] {
+        let m = format!("{d}/{ver}");
+        if !g.is_dir(&m) {
+            continue;
         }
-        let dep = std::fs::read_to_string(m.join("modules.dep")).unwrap_or_default();
-        if dep.lines().any(|l| {
-            let p = l.split(':').next().unwrap_or("");
-            let f = p.rsplit('/').next().unwrap_or("");
-            f.starts_with(&format!("{module}.ko")) || f.starts_with(&format!("{alt}.ko"))
-        }) {
-            return true;
+        let builtin = g.read_or_empty(&format!("{m}/modules.builtin"))?;
+        let dep = g.read_or_empty(&format!("{m}/modules.dep"))?;
+        if builtin.lines().any(named) || dep.lines().any(|l| named(l.split(':').next().unwrap_or(""))) {
+            return Ok(true);
         }
+        break;
     }
-    let cfg = std::fs::read_to_string(root.join("boot").join(format!("config-{ver}"))).unwrap_or_default();
-    cfg.lines().any(|l| l == format!("CONFIG_{config}=y") || l == format!("CONFIG_{config}=m"))
+    let cfg = g.read_or_empty(&format!("boot/config-{ver}"))?;
+    Ok(cfg.lines().any(|l| l == format!("CONFIG_{config}=y") || l == format!("CONFIG_{config}=m")))
 }
 
-fn kernels(root: &Path) -> Vec<Kernel> {
+fn kernels(g: &GuestRoot) -> Result<Vec<Kernel>> {
     let mut out = Vec::new();
-    let Ok(rd) = std::fs::read_dir(root.join("boot")) else { return out };
-    for e in rd.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
+    for name in g.list("boot")? {
         let Some(ver) = name.strip_prefix("vmlinuz-").or_else(|| name.strip_prefix("vmlinux-")) else {
             continue;
         };
-        let missing: Vec<String> = VIRTIO
-            .iter()
-            .filter(|(m, c)| !kernel_supports(root, ver, m, c))
-            .map(|(m, _)| m.to_string())
-            .collect();
+        let mut missing = Vec::new();
+        for (m, c) in VIRTIO {
+            if !kernel_supports(g, ver, m, c)? {
+                missing.push(m.to_string());
+            }
+        }
         out.push(Kernel { version: ver.to_string(), virtio: missing.is_empty(), missing });
     }
     out.sort_by(|a, b| version_cmp(&a.version, &b.version));
-    out
+    Ok(out)
 }
 
 /// Compares kernel versions numerically where they are numbers ("6.1.0-10" < "6.1.0-9" is false).
@@ -105,55 +106,44 @@ pub fn version_cmp(a: &str, b: &str) -> std::cmp::Ordering {
     parts(a).cmp(&parts(b))
 }
 
-pub fn inspect(root: &Path) -> Result<System> {
-    let os = os_release(root);
+pub fn inspect(g: &GuestRoot) -> Result<System> {
+    let os = os_release(g)?;
     let get = |k: &str| os.iter().find(|(a, _)| a == k).map(|(_, v)| v.clone()).unwrap_or_default();
     let id = get("ID");
-    let like = get("ID_LIKE");
-    let family = if id == "debian" || id == "ubuntu" || like.contains("debian") {
-        "debian"
-    } else if like.contains("suse") || id.contains("suse") || id == "sles" {
-        "suse"
-    } else if like.contains("rhel")
-        || like.contains("fedora")
-        || matches!(id.as_str(), "rhel" | "centos" | "fedora")
-    {
-        "rhel"
+    let family = Family::from_os_release(&id, &get("ID_LIKE"));
+    let any = |ps: &[&str]| ps.iter().any(|p| g.exists(p));
+    let initramfs = if any(&["usr/sbin/update-initramfs", "sbin/update-initramfs"]) {
+        InitramfsTool::InitramfsTools
+    } else if any(&["usr/bin/dracut", "usr/sbin/dracut", "sbin/dracut"]) {
+        InitramfsTool::Dracut
+    } else if any(&["sbin/mkinitrd", "usr/sbin/mkinitrd", "usr/bin/mkinitrd"]) {
+        InitramfsTool::Mkinitrd
     } else {
-        "other"
+        InitramfsTool::None
     };
-    let exists = |p: &str| root.join(p).exists();
-    let initramfs = if exists("usr/sbin/update-initramfs") || exists("sbin/update-initramfs") {
-        "initramfs-tools"
-    } else if exists("usr/bin/dracut") || exists("usr/sbin/dracut") || exists("sbin/dracut") {
-        "dracut"
-    } else if exists("sbin/mkinitrd") || exists("usr/sbin/mkinitrd") {
-        "mkinitrd"
+    let bootloader = if any(&["boot/grub2/grub.cfg", "usr/sbin/grub2-mkconfig", "sbin/grub2-mkconfig"]) {
+        Bootloader::Grub2
+    } else if any(&["boot/grub/grub.cfg", "usr/sbin/grub-mkconfig", "sbin/grub-mkconfig"]) {
+        Bootloader::Grub
     } else {
-        "none"
+        Bootloader::Unknown
     };
-    let bootloader = if exists("boot/grub2/grub.cfg") || exists("usr/sbin/grub2-mkconfig") {
-        "grub2"
-    } else if exists("boot/grub/grub.cfg") || exists("usr/sbin/grub-mkconfig") {
-        "grub"
-    } else {
-        "unknown"
-    };
-    let fstab = std::fs::read_to_string(root.join("etc/fstab")).unwrap_or_default();
+    let fstab = g.read_or_empty("etc/fstab")?;
     let uefi = fstab
         .lines()
         .any(|l| !l.trim_start().starts_with('#') && l.split_whitespace().nth(1) == Some("/boot/efi"));
-    let ks = kernels(root);
+    let ks = kernels(g)?;
     if ks.is_empty() {
         bail!("no installed kernel found in /boot of the migrated system");
     }
     Ok(System {
         os_id: id,
-        family: family.into(),
+        family,
         pretty_name: get("PRETTY_NAME"),
-        initramfs: initramfs.into(),
-        bootloader: bootloader.into(),
+        initramfs,
+        bootloader,
         uefi,
+        firmware: if uefi { Firmware::Uefi } else { Firmware::Bios },
         kernels: ks,
     })
 }
@@ -196,9 +186,10 @@ mod tests {
             "kernel/drivers/block/xen-blkfront.ko:\n",
         )
         .unwrap();
-        assert!(looks_like_root(r));
-        let s = inspect(r).unwrap();
-        assert_eq!((s.family.as_str(), s.initramfs.as_str()), ("debian", "initramfs-tools"));
+        let g = GuestRoot::open(r).unwrap();
+        assert!(looks_like_root(&g));
+        let s = inspect(&g).unwrap();
+        assert_eq!((s.family, s.initramfs), (Family::Debian, InitramfsTool::InitramfsTools));
         let v: Vec<_> = s.kernels.iter().map(|k| (k.version.as_str(), k.virtio)).collect();
         assert_eq!(v, vec![("4.9.0-xen", false), ("6.1.0-9-amd64", true), ("6.1.0-10-amd64", true)]);
         assert_eq!(s.kernels[0].missing.len(), 4);

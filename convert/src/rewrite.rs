@@ -142,6 +142,31 @@ pub fn grub_cfg(text: &str, map: &DevMap, extra: &[&str]) -> String {
     out
 }
 
+/// A Boot Loader Specification entry (`/boot/loader/entries/*.conf`, RHEL 8+, Fedora): its
+/// `options` line as [`cmdline`] rewrites it, with `extra` words added.
+pub fn bls_entry(text: &str, map: &DevMap, extra: &[&str]) -> String {
+    let mut out = String::new();
+    for line in text.split_inclusive('\n') {
+        let body = line.trim_end_matches('\n');
+        match body.strip_prefix("options").filter(|r| r.starts_with([' ', '\t'])) {
+            Some(rest) => {
+                let mut words: Vec<&str> = rest.split_whitespace().collect();
+                for e in extra {
+                    if !words.contains(e) {
+                        words.push(e);
+                    }
+                }
+                out.push_str(&format!("options {}", cmdline(&words.join(" "), map)));
+                if line.ends_with('\n') {
+                    out.push('\n');
+                }
+            }
+            None => out.push_str(line),
+        }
+    }
+    out
+}
+
 /// /etc/default/grub: `word` added to GRUB_CMDLINE_LINUX (once).
 pub fn grub_default_add(text: &str, word: &str) -> String {
     let mut out = String::new();

@@ -10,8 +10,7 @@ use serde::Serialize;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 
-const ESP: [u8; 16] =
-    [0x28, 0x73, 0x2a, 0xc1, 0x1f, 0xf8, 0xd2, 0x11, 0xba, 0x4b, 0x00, 0xa0, 0xc9, 0x3e, 0xc9, 0x3b];
+use ferry_formats::{guid::ESP, table::Table, FsType};
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Grown {
@@ -23,7 +22,7 @@ pub struct Grown {
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Report {
-    pub table: String,
+    pub table: Table,
     pub disk_bytes: u64,
     pub changed: bool,
     pub grown: Option<Grown>,
@@ -31,14 +30,9 @@ pub struct Report {
 
 /// Does the region starting at `start` hold a filesystem (or an LVM PV) we can grow?
 pub fn growable_fs(f: &File, start: u64) -> bool {
-    use std::os::unix::fs::FileExt;
-    let mut head = vec![0u8; 2048];
-    if f.read_exact_at(&mut head, start).is_err() {
-        return false;
-    }
-    ferry_replicator::layout::xfs::is_xfs(&head)
-        || ferry_replicator::layout::ext::is_ext(&head[1024..])
-        || crate::lvm::meta::label(&head).is_some()
+    let len = ferry_formats::ReadAt::size(f).unwrap_or(0).saturating_sub(start);
+    ferry_formats::probe(f, start, len)
+        .is_some_and(|p| p.fstype.is_ext() || matches!(p.fstype, FsType::Xfs | FsType::LvmPv))
 }
 
 /// Repartitions the disk in `f` for its current size; `grow` allows growing the last partition.
@@ -100,7 +94,7 @@ fn gpt_repartition(f: &mut File, mut gpt: gptman::GPT, disk_bytes: u64, grow: bo
         }
         f.sync_all()?;
     }
-    Ok(Report { table: "gpt".into(), disk_bytes, changed, grown })
+    Ok(Report { table: Table::Gpt, disk_bytes, changed, grown })
 }
 
 fn mbr_repartition(f: &mut File, mut mbr: mbrman::MBR, disk_bytes: u64, grow: bool) -> Result<Report> {
@@ -139,5 +133,8 @@ fn mbr_repartition(f: &mut File, mut mbr: mbrman::MBR, disk_bytes: u64, grow: bo
         mbr.write_into(f).context("writing the MBR")?;
         f.sync_all()?;
     }
-    Ok(Report { table: "mbr".into(), disk_bytes, changed, grown })
+    Ok(Report { table: Table::Mbr, disk_bytes, changed, grown })
 }
+
+#[cfg(test)]
+mod tests;

@@ -4,11 +4,13 @@
 //! default, the GRUB configuration regenerated with the system's own tool, BIOS boot code
 //! reinstalled, and the UEFI fallback loader ensured.
 
-use super::fixes::Changes;
-use super::inspect::System;
-use super::mount::Tree;
-use crate::cmd;
-use anyhow::{bail, Result};
+use crate::cmd::Runner;
+use crate::fixes::Changes;
+use crate::guest::GuestRoot;
+use crate::inspect::System;
+use crate::types::{Family, InitramfsTool};
+use anyhow::{bail, Context, Result};
+use ferry_formats::FsType;
 use std::path::Path;
 
 /// What the initramfs needs to find the root disk on KVM: virtio (blk, and scsi with the SCSI
@@ -23,12 +25,12 @@ fn is_xen_module(l: &str) -> bool {
 
 /// /etc/initramfs-tools/modules: Xen-only drivers out, virtio and the root filesystem's driver
 /// in (with `MODULES=list` nothing else gets into the initramfs).
-pub fn initramfs_tools_modules(text: &str, root_fs: &str) -> String {
+pub fn initramfs_tools_modules(text: &str, root_fs: FsType) -> String {
     let mut out: String = text.lines().filter(|l| !is_xen_module(l)).map(|l| format!("{l}\n")).collect();
     let fs = match root_fs {
-        "ext2" | "ext3" | "ext4" => Some("ext4"),
-        "xfs" => Some("xfs"),
-        "btrfs" => Some("btrfs"),
+        t if t.is_ext() => Some("ext4"),
+        FsType::Xfs => Some("xfs"),
+        FsType::Btrfs => Some("btrfs"),
         _ => None,
     };
     for d in DRIVERS.iter().copied().chain(fs) {
@@ -67,80 +69,81 @@ pub fn dracut_conf_without_xen(text: &str) -> String {
     out
 }
 
-fn dracut_conf_files(t: &Tree) -> Vec<String> {
+fn dracut_conf_files(g: &GuestRoot) -> Result<Vec<String>> {
     let mut files = vec!["etc/dracut.conf".to_string()];
-    if let Ok(rd) = std::fs::read_dir(t.path("etc/dracut.conf.d")) {
-        let mut v: Vec<String> = rd
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| n.ends_with(".conf"))
-            .map(|n| format!("etc/dracut.conf.d/{n}"))
-            .collect();
-        v.sort();
-        files.extend(v);
+    for n in g.list("etc/dracut.conf.d")? {
+        if n.ends_with(".conf") {
+            files.push(format!("etc/dracut.conf.d/{n}"));
+        }
     }
-    files.into_iter().filter(|f| t.path(f).is_file()).collect()
+    Ok(files.into_iter().filter(|f| g.is_file(f)).collect())
 }
 
-pub fn initramfs(t: &Tree, sys: &System, root_fs: &str, c: &mut Changes) -> Result<Vec<String>> {
+fn sysconfig_kernel(s: &str) -> String {
+    s.split_inclusive('\n')
+        .map(|l| match l.trim_end_matches('\n').strip_prefix("INITRD_MODULES=") {
+            Some(v) => {
+                let mut m: Vec<String> = v
+                    .trim_matches('"')
+                    .split_whitespace()
+                    .filter(|x| !is_xen_module(x))
+                    .map(String::from)
+                    .collect();
+                for d in DRIVERS {
+                    if !m.iter().any(|x| x == d) {
+                        m.push(d.to_string());
+                    }
+                }
+                format!("INITRD_MODULES=\"{}\"\n", m.join(" "))
+            }
+            None => l.to_string(),
+        })
+        .collect()
+}
+
+/// Rebuilds the initramfs of every virtio-capable kernel with the system's own tool.
+pub fn initramfs(
+    g: &GuestRoot,
+    run: &dyn Runner,
+    sys: &System,
+    root_fs: FsType,
+    c: &mut Changes,
+) -> Result<Vec<String>> {
     let mut built = Vec::new();
+    let root = Some(g.path());
     let kernels: Vec<&str> = sys.kernels.iter().filter(|k| k.virtio).map(|k| k.version.as_str()).collect();
-    match sys.initramfs.as_str() {
-        "initramfs-tools" => {
-            c.edit(t, "etc/initramfs-tools/modules", |s| initramfs_tools_modules(s, root_fs))?;
+    match sys.initramfs {
+        InitramfsTool::InitramfsTools => {
+            c.edit(g, "etc/initramfs-tools/modules", |s| initramfs_tools_modules(s, root_fs))?;
             for k in &kernels {
-                cmd::run(Some(&t.root), &["update-initramfs", "-u", "-k", k])?;
+                run.run(root, &["update-initramfs", "-u", "-k", k])?;
                 built.push(format!("/boot/initrd.img-{k}"));
             }
         }
-        "dracut" => {
-            for f in dracut_conf_files(t) {
-                c.edit(t, &f, dracut_conf_without_xen)?;
+        InitramfsTool::Dracut => {
+            for f in dracut_conf_files(g)? {
+                c.edit(g, &f, dracut_conf_without_xen)?;
             }
             let conf = format!("add_drivers+=\" {} \"\n", DRIVERS.join(" "));
-            let p = t.path("etc/dracut.conf.d/90-ferry-virtio.conf");
-            if std::fs::read_to_string(&p).ok().as_deref() != Some(conf.as_str()) {
-                std::fs::create_dir_all(p.parent().unwrap())?;
-                std::fs::write(&p, conf)?;
-                c.files.push("etc/dracut.conf.d/90-ferry-virtio.conf".into());
-            }
+            c.put(g, "etc/dracut.conf.d/90-ferry-virtio.conf", &conf)?;
             let drivers = DRIVERS.join(" ");
             for k in &kernels {
-                let img = if t.path(&format!("boot/initramfs-{k}.img")).exists() || sys.family == "rhel" {
-                    format!("/boot/initramfs-{k}.img")
+                let rhel_name = format!("boot/initramfs-{k}.img");
+                let img = if g.exists(&rhel_name) || sys.family == Family::Rhel {
+                    format!("/{rhel_name}")
                 } else {
                     format!("/boot/initrd.img-{k}")
                 };
-                cmd::run(Some(&t.root), &["dracut", "-f", "--add-drivers", &drivers, &img, k])?;
+                run.run(root, &["dracut", "-f", "--add-drivers", &drivers, &img, k])?;
                 built.push(img);
             }
         }
-        "mkinitrd" => {
-            c.edit(t, "etc/sysconfig/kernel", |s| {
-                s.lines()
-                    .map(|l| match l.strip_prefix("INITRD_MODULES=") {
-                        Some(v) => {
-                            let mut m: Vec<String> = v
-                                .trim_matches('"')
-                                .split_whitespace()
-                                .filter(|x| !is_xen_module(x))
-                                .map(String::from)
-                                .collect();
-                            for d in DRIVERS {
-                                if !m.iter().any(|x| x == d) {
-                                    m.push(d.to_string());
-                                }
-                            }
-                            format!("INITRD_MODULES=\"{}\"\n", m.join(" "))
-                        }
-                        None => format!("{l}\n"),
-                    })
-                    .collect()
-            })?;
-            cmd::run(Some(&t.root), &["mkinitrd"])?;
+        InitramfsTool::Mkinitrd => {
+            c.edit(g, "etc/sysconfig/kernel", sysconfig_kernel)?;
+            run.run(root, &["mkinitrd"])?;
             built.push("mkinitrd".into());
         }
-        other => bail!("no supported initramfs tool in the migrated system ({other})"),
+        InitramfsTool::None => bail!("no supported initramfs tool in the migrated system"),
     }
     Ok(built)
 }
@@ -171,13 +174,12 @@ pub struct Boot<'a> {
     pub grub: GrubConfig<'a>,
 }
 
-pub fn bootloader(t: &Tree, sys: &System, b: Boot, c: &mut Changes) -> Result<()> {
+pub fn bootloader(g: &GuestRoot, run: &dyn Runner, sys: &System, b: Boot, c: &mut Changes) -> Result<()> {
     let Boot { disk, bios, root_uuid, grub: how } = b;
-    let (mkconfig, cfg, install) = if sys.bootloader == "grub2" {
-        ("grub2-mkconfig", "/boot/grub2/grub.cfg", "grub2-install")
-    } else {
-        ("grub-mkconfig", "/boot/grub/grub.cfg", "grub-install")
+    let Some((mkconfig, cfg, install)) = sys.bootloader.tools() else {
+        bail!("no GRUB found in the migrated system (neither /boot/grub nor /boot/grub2); its bootloader is not supported");
     };
+    let root = Some(g.path());
     // The newest kernel is GRUB's first entry; if it cannot boot on virtio, pick the best one.
     let newest = sys.kernels.last().map(|k| k.version.as_str());
     if let (Some(best), Some(newest)) = (best_kernel(sys), newest) {
@@ -185,7 +187,7 @@ pub fn bootloader(t: &Tree, sys: &System, b: Boot, c: &mut Changes) -> Result<()
             c.notes.push(format!("kernel {newest} lacks virtio drivers; {best} becomes the default"));
             // Menu entry ids grub-mkconfig's 10_linux assigns, independent of distribution titles.
             let entry = format!("GRUB_DEFAULT=\"{}\"", grub_entry_id(best, root_uuid));
-            c.edit(t, "etc/default/grub", |s| {
+            c.edit(g, "etc/default/grub", |s| {
                 let mut out: String =
                     s.lines().filter(|l| !l.starts_with("GRUB_DEFAULT=")).map(|l| format!("{l}\n")).collect();
                 out.push_str(&entry);
@@ -196,40 +198,51 @@ pub fn bootloader(t: &Tree, sys: &System, b: Boot, c: &mut Changes) -> Result<()
     }
     if bios {
         let d = disk.display().to_string();
-        cmd::run(Some(&t.root), &[install, "--target=i386-pc", &d])?;
+        run.run(root, &[install, "--target=i386-pc", &d])?;
         c.notes.push(format!("BIOS boot code reinstalled on {d}"));
     }
     match how {
         GrubConfig::Regenerate => {
-            cmd::run(Some(&t.root), &[mkconfig, "-o", cfg])?;
+            run.run(root, &[mkconfig, "-o", &format!("/{cfg}")])?;
         }
         GrubConfig::Rewrite(map, extra) => {
-            c.edit(t, cfg, |s| super::rewrite::grub_cfg(s, map, extra))?;
-            c.notes.push(format!("host mode: {cfg} rewritten in place, not regenerated"));
+            c.edit(g, cfg, |s| super::rewrite::grub_cfg(s, map, extra))?;
+            c.notes.push(format!("host mode: /{cfg} rewritten in place, not regenerated"));
         }
     }
     if sys.uefi {
-        let fallback = t.path("boot/efi/EFI/BOOT/BOOTX64.EFI");
-        if !fallback.exists() {
-            let efi = t.path("boot/efi/EFI");
-            let candidates = ["shimx64.efi", "grubx64.efi"];
-            let found = std::fs::read_dir(&efi).ok().and_then(|rd| {
-                rd.flatten().find_map(|v| candidates.iter().map(|f| v.path().join(f)).find(|p| p.exists()))
-            });
-            match found {
-                Some(src) => {
-                    std::fs::create_dir_all(fallback.parent().unwrap())?;
-                    let dir = src.parent().unwrap();
-                    for e in std::fs::read_dir(dir)?.flatten() {
-                        std::fs::copy(e.path(), fallback.parent().unwrap().join(e.file_name()))?;
-                    }
-                    std::fs::copy(&src, &fallback)?;
-                    c.files.push("boot/efi/EFI/BOOT/BOOTX64.EFI".into());
-                }
-                None => bail!("UEFI system without shimx64.efi or grubx64.efi under /boot/efi/EFI"),
-            }
+        uefi_fallback(g, c)?;
+    }
+    Ok(())
+}
+
+/// The removable-media path `EFI/BOOT/BOOTX64.EFI`, which a new VM's firmware boots without
+/// NVRAM entries: a copy of the distribution's shim (or GRUB) directory.
+fn uefi_fallback(g: &GuestRoot, c: &mut Changes) -> Result<()> {
+    const FALLBACK: &str = "boot/efi/EFI/BOOT/BOOTX64.EFI";
+    if g.is_file(FALLBACK) {
+        return Ok(());
+    }
+    let vendor = g.list("boot/efi/EFI")?.into_iter().filter(|v| v != "BOOT").find_map(|v| {
+        ["shimx64.efi", "grubx64.efi"]
+            .iter()
+            .find(|f| g.is_file(&format!("boot/efi/EFI/{v}/{f}")))
+            .map(|f| (v.clone(), f.to_string()))
+    });
+    let Some((v, loader)) = vendor else {
+        bail!("UEFI system without shimx64.efi or grubx64.efi under /boot/efi/EFI");
+    };
+    g.create_dir_all("boot/efi/EFI/BOOT")?;
+    for f in g.list(&format!("boot/efi/EFI/{v}"))? {
+        let from = format!("boot/efi/EFI/{v}/{f}");
+        if g.is_file(&from) {
+            let data = g.read_bytes(&from)?.with_context(|| format!("{from} vanished"))?;
+            g.write(&format!("boot/efi/EFI/BOOT/{f}"), &data)?;
         }
     }
+    let data = g.read_bytes(&format!("boot/efi/EFI/{v}/{loader}"))?.context("the EFI loader vanished")?;
+    g.write(FALLBACK, &data)?;
+    c.files.push(FALLBACK.into());
     Ok(())
 }
 
@@ -240,10 +253,10 @@ mod tests {
     #[test]
     fn initramfs_modules_file() {
         let before = "# List of modules\nxen-blkfront\nxen_netfront\nloop\n";
-        let after = initramfs_tools_modules(before, "ext4");
+        let after = initramfs_tools_modules(before, FsType::Ext4);
         assert_eq!(after, "# List of modules\nloop\nvirtio\nvirtio_ring\nvirtio_pci\nvirtio_blk\nvirtio_scsi\nsd_mod\nvirtio_net\nnvme\next4\n");
-        assert_eq!(initramfs_tools_modules(&after, "ext4"), after);
-        assert!(initramfs_tools_modules("ext4\nxen-blkfront\n", "ext4").matches("ext4").count() == 1);
+        assert_eq!(initramfs_tools_modules(&after, FsType::Ext4), after);
+        assert!(initramfs_tools_modules("ext4\nxen-blkfront\n", FsType::Ext4).matches("ext4").count() == 1);
     }
 
     #[test]

@@ -1,4 +1,4 @@
-use super::repart::*;
+use super::*;
 use std::process::Command;
 
 fn sh(cmd: &str) -> String {

@@ -1,10 +1,68 @@
 //! The one helper that runs external commands: optionally chrooted into a migrated system, the
-//! command line in every error with the tail of its output, and safe under our PID 1 reaper.
+//! command line in every error with the tail of its output, and safe under a PID 1 reaper
+//! (children being waited for are registered; [`is_owned`] tells the reaper to leave them).
+//! Conversion steps run commands through the [`Runner`] trait, so tests can record the
+//! commands instead of executing them ([`Recorder`]).
 
 use anyhow::{bail, Context, Result};
+use std::collections::HashSet;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::Mutex;
+
+/// Runs (or records) the commands of a conversion.
+pub trait Runner {
+    /// Runs `argv`, chrooted into `root` when given; returns its stdout.
+    fn run(&self, root: Option<&Path>, argv: &[&str]) -> Result<String>;
+}
+
+/// The real thing: [`run`].
+pub struct System;
+
+impl Runner for System {
+    fn run(&self, root: Option<&Path>, argv: &[&str]) -> Result<String> {
+        run(root, argv)
+    }
+}
+
+/// Records each command (as `argv` joined by spaces, `chroot ` first when chrooted) and
+/// answers from a script of (command prefix, result): the first matching entry wins; no match
+/// is success with empty output.
+#[derive(Default)]
+pub struct Recorder {
+    pub log: Mutex<Vec<String>>,
+    pub answers: Vec<(String, std::result::Result<String, String>)>,
+}
+
+impl Runner for Recorder {
+    fn run(&self, root: Option<&Path>, argv: &[&str]) -> Result<String> {
+        let line = format!("{}{}", if root.is_some() { "chroot " } else { "" }, argv.join(" "));
+        self.log.lock().unwrap().push(line.clone());
+        match self.answers.iter().find(|(p, _)| line.starts_with(p.as_str())) {
+            Some((_, Ok(out))) => Ok(out.clone()),
+            Some((_, Err(e))) => bail!("`{line}` failed: {e}"),
+            None => Ok(String::new()),
+        }
+    }
+}
+
+static OWNED: Mutex<Option<HashSet<i32>>> = Mutex::new(None);
+
+/// Whether `pid` is a child [`run`] is waiting for (a reaper must leave it alone).
+pub fn is_owned(pid: i32) -> bool {
+    OWNED.lock().unwrap().as_ref().is_some_and(|s| s.contains(&pid))
+}
+
+fn own(pid: u32, yes: bool) {
+    let mut g = OWNED.lock().unwrap();
+    let s = g.get_or_insert_with(HashSet::new);
+    if yes {
+        s.insert(pid as i32);
+    } else {
+        s.remove(&(pid as i32));
+    }
+}
 
 const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -42,9 +100,9 @@ pub fn run_env(root: Option<&Path>, argv: &[&str], env: &[(&str, &str)]) -> Resu
     log::info!("running: {line}");
     let child = c.spawn().with_context(|| format!("starting `{line}`"))?;
     let pid = child.id();
-    crate::reaper::own(pid, true);
+    own(pid, true);
     let out = child.wait_with_output();
-    crate::reaper::own(pid, false);
+    own(pid, false);
     let out = out.with_context(|| format!("waiting for `{line}`"))?;
     if !out.status.success() {
         let tail = |b: &[u8]| {

@@ -122,6 +122,100 @@ pub fn networkd(text: &str, old: &str, new: &str) -> String {
     out
 }
 
+/// The interface names a netplan file configures (`ethernets:` keys).
+pub fn netplan_names(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    // (indent of `ethernets:`, indent of its children once seen)
+    let mut section: Option<(usize, Option<usize>)> = None;
+    for l in text.lines() {
+        let t = l.trim();
+        if t.is_empty() || t.starts_with('#') {
+            continue;
+        }
+        let ind = indent(l);
+        if section.is_some_and(|(s, _)| ind <= s) {
+            section = None;
+        }
+        if t == "ethernets:" {
+            section = Some((ind, None));
+            continue;
+        }
+        if let Some((s, child)) = &mut section {
+            let c = *child.get_or_insert(ind);
+            if ind == c && ind > *s && t.ends_with(':') {
+                out.push(t.trim_end_matches(':').trim_matches('"').to_string());
+            }
+        }
+    }
+    out
+}
+
+/// The interface names a networkd `.network` file matches by exact `Name=` (globs left out).
+pub fn networkd_names(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut in_match = false;
+    for l in text.lines() {
+        let t = l.trim();
+        if t.starts_with('[') {
+            in_match = t == "[Match]";
+        } else if let Some(v) = t.strip_prefix("Name=").filter(|_| in_match) {
+            out.extend(v.split_whitespace().filter(|n| !n.contains(['*', '?', '['])).map(String::from));
+        }
+    }
+    out
+}
+
+fn keyfile_section(t: &str, cur: &mut String) {
+    if t.starts_with('[') && t.ends_with(']') {
+        *cur = t.to_string();
+    }
+}
+
+/// The interface a NetworkManager keyfile is bound to by name (`[connection] interface-name=`).
+pub fn nm_keyfile_name(text: &str) -> Option<String> {
+    let mut sec = String::new();
+    text.lines().find_map(|l| {
+        let t = l.trim();
+        keyfile_section(t, &mut sec);
+        (sec == "[connection]")
+            .then(|| t.strip_prefix("interface-name="))
+            .flatten()
+            .map(|v| v.trim().to_string())
+    })
+}
+
+/// NetworkManager keyfile: MAC bindings out (`[ethernet] mac-address=`; the connection then
+/// applies to the interface it names, or to any ethernet NIC).
+pub fn nm_keyfile_unbind(text: &str) -> String {
+    let mut sec = String::new();
+    let mut out = String::new();
+    for line in text.split_inclusive('\n') {
+        let t = line.trim();
+        keyfile_section(t, &mut sec);
+        if sec == "[ethernet]" && (t.starts_with("mac-address=") || t.starts_with("mac-address-blacklist=")) {
+            continue;
+        }
+        out.push_str(line);
+    }
+    out
+}
+
+/// NetworkManager keyfile: `interface-name=<old>` becomes `<new>` (its id stays).
+pub fn nm_keyfile(text: &str, old: &str, new: &str) -> String {
+    let mut sec = String::new();
+    let mut out = String::new();
+    for line in text.split_inclusive('\n') {
+        let t = line.trim();
+        keyfile_section(t, &mut sec);
+        if sec == "[connection]" && t == format!("interface-name={old}") {
+            out.push_str(&format!("interface-name={new}\n"));
+            continue;
+        }
+        out.push_str(line);
+    }
+    out
+}
+
 /// A udev rules file that only names interfaces by MAC (persistent-net): delete it.
 pub fn is_persistent_net_rules(name: &str, text: &str) -> bool {
     name.contains("persistent-net")

@@ -1,0 +1,289 @@
+//! Applies the configuration fixes to the migrated system through the guest root: each
+//! modified file first saved as `<file>.pre-ferry` (once: a second run keeps the original
+//! backup and changes nothing), each change recorded for the report.
+
+use crate::guest::{GuestRoot, Kind};
+use crate::inspect::System;
+use crate::types::Family;
+use crate::{cmd::Runner, netcfg, rewrite};
+use anyhow::Result;
+
+/// What changed, for the report.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct Changes {
+    pub files: Vec<String>,
+    pub removed: Vec<String>,
+    pub packages_removed: Vec<String>,
+    pub notes: Vec<String>,
+}
+
+impl Changes {
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty() && self.removed.is_empty() && self.packages_removed.is_empty()
+    }
+
+    /// Rewrites `rel` with `f`, backing it up first. No file, no change. A file that exists
+    /// but cannot be read (not regular, not UTF-8, unreadable) is an error naming it.
+    pub fn edit(&mut self, g: &GuestRoot, rel: &str, f: impl FnOnce(&str) -> String) -> Result<bool> {
+        let Some(old) = g.read(rel)? else { return Ok(false) };
+        let new = f(&old);
+        if new == old {
+            return Ok(false);
+        }
+        g.backup_once(rel)?;
+        g.write(rel, new.as_bytes())?;
+        log::info!("convert: rewrote {rel} (original in {rel}.pre-ferry)");
+        self.files.push(rel.to_string());
+        Ok(true)
+    }
+
+    /// Creates or replaces a file ferry owns (no backup: it was not the system's).
+    pub fn put(&mut self, g: &GuestRoot, rel: &str, content: &str) -> Result<bool> {
+        if g.read(rel)?.as_deref() == Some(content) {
+            return Ok(false);
+        }
+        if let Some((dir, _)) = rel.rsplit_once('/') {
+            g.create_dir_all(dir)?;
+        }
+        g.write(rel, content.as_bytes())?;
+        self.files.push(rel.to_string());
+        Ok(true)
+    }
+
+    /// Moves a file (or link) aside to `.pre-ferry`; removes a directory tree.
+    pub fn remove(&mut self, g: &GuestRoot, rel: &str, why: &str) -> Result<()> {
+        match g.lkind(rel)? {
+            None => return Ok(()),
+            Some(Kind::Dir) => {
+                g.remove(rel)?;
+            }
+            Some(_) => {
+                let backup = format!("{rel}.pre-ferry");
+                if g.lkind(&backup)?.is_some() {
+                    g.remove(rel)?;
+                } else {
+                    g.rename(rel, &backup)?;
+                }
+            }
+        }
+        log::info!("convert: removed {rel} ({why})");
+        self.removed.push(rel.to_string());
+        Ok(())
+    }
+}
+
+/// fstab, crypttab, GRUB defaults, inittab, securetty.
+pub fn boot_config(g: &GuestRoot, map: &rewrite::DevMap, c: &mut Changes) -> Result<()> {
+    c.edit(g, "etc/fstab", |s| rewrite::fstab(s, map))?;
+    c.edit(g, "etc/crypttab", |s| rewrite::crypttab(s, map))?;
+    c.edit(g, "etc/default/grub", |s| rewrite::grub_default(s, map))?;
+    c.edit(g, "etc/inittab", rewrite::inittab)?;
+    c.edit(g, "etc/securetty", rewrite::securetty)?;
+    for entry in g.list("boot/loader/entries")? {
+        if entry.ends_with(".conf") {
+            c.edit(g, &format!("boot/loader/entries/{entry}"), |s| rewrite::bls_entry(s, map, &[]))?;
+        }
+    }
+    Ok(())
+}
+
+/// Network: MAC bindings removed, static settings moved from `old` to `new` names.
+pub fn network(g: &GuestRoot, renames: &[(String, String)], c: &mut Changes) -> Result<()> {
+    for f in g.list("etc/udev/rules.d")? {
+        let rel = format!("etc/udev/rules.d/{f}");
+        if f.ends_with(".rules")
+            && g.is_file(&rel)
+            && netcfg::is_persistent_net_rules(&f, &g.read_or_empty(&rel)?)
+        {
+            c.remove(g, &rel, "binds interface names to the old MAC addresses")?;
+        }
+    }
+    for f in g.list("etc/systemd/network")? {
+        let rel = format!("etc/systemd/network/{f}");
+        if f.ends_with(".link") && g.is_file(&rel) && netcfg::is_mac_link(&g.read_or_empty(&rel)?) {
+            c.remove(g, &rel, "names a NIC by its old MAC address")?;
+        }
+    }
+    for f in g.list("etc/NetworkManager/system-connections")? {
+        let rel = format!("etc/NetworkManager/system-connections/{f}");
+        if f.ends_with(".nmconnection") {
+            c.edit(g, &rel, netcfg::nm_keyfile_unbind)?;
+        }
+    }
+    for (old, new) in renames {
+        c.edit(g, "etc/network/interfaces", |s| netcfg::interfaces(s, old, new))?;
+        for f in g.list("etc/network/interfaces.d")? {
+            c.edit(g, &format!("etc/network/interfaces.d/{f}"), |s| netcfg::interfaces(s, old, new))?;
+        }
+        for f in g.list("etc/netplan")? {
+            if f.ends_with(".yaml") {
+                c.edit(g, &format!("etc/netplan/{f}"), |s| netcfg::netplan(s, old, new))?;
+            }
+        }
+        for f in g.list("etc/systemd/network")? {
+            if f.ends_with(".network") {
+                c.edit(g, &format!("etc/systemd/network/{f}"), |s| netcfg::networkd(s, old, new))?;
+            }
+        }
+        for f in g.list("etc/NetworkManager/system-connections")? {
+            if f.ends_with(".nmconnection") {
+                let rel = format!("etc/NetworkManager/system-connections/{f}");
+                c.edit(g, &rel, |s| netcfg::nm_keyfile(s, old, new))?;
+            }
+        }
+        for dir in ["etc/sysconfig/network-scripts", "etc/sysconfig/network"] {
+            let from = format!("{dir}/ifcfg-{old}");
+            let to = format!("{dir}/ifcfg-{new}");
+            if g.is_file(&from) && !g.exists(&to) {
+                c.edit(g, &from, |s| netcfg::ifcfg(s, old, new))?;
+                g.rename(&from, &to)?;
+                c.notes.push(format!("{from} renamed to ifcfg-{new}"));
+            }
+            let routes = format!("{dir}/ifroute-{old}");
+            if g.is_file(&routes) && !g.exists(&format!("{dir}/ifroute-{new}")) {
+                g.rename(&routes, &format!("{dir}/ifroute-{new}"))?;
+                c.notes.push(format!("{routes} renamed to ifroute-{new}"));
+            }
+            for rf in [format!("{dir}/route-{old}"), format!("{dir}/route6-{old}")] {
+                if g.is_file(&rf) {
+                    let to = rf.replacen(&format!("-{old}"), &format!("-{new}"), 1);
+                    if !g.exists(&to) {
+                        g.rename(&rf, &to)?;
+                        c.notes.push(format!("{rf} renamed to {to}"));
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Interfaces the old configuration names (ethX, enoX…), first to last.
+pub fn old_interfaces(g: &GuestRoot) -> Result<Vec<String>> {
+    let mut names: Vec<String> = Vec::new();
+    let mut add = |n: &str| {
+        if n != "lo" && !n.is_empty() && !names.iter().any(|x| x == n) {
+            names.push(n.to_string());
+        }
+    };
+    let mut interfaces = g.read_or_empty("etc/network/interfaces")?;
+    for f in g.list("etc/network/interfaces.d")? {
+        if g.is_file(&format!("etc/network/interfaces.d/{f}")) {
+            interfaces.push_str(&g.read_or_empty(&format!("etc/network/interfaces.d/{f}"))?);
+        }
+    }
+    for l in interfaces.lines() {
+        let w: Vec<&str> = l.split_whitespace().collect();
+        if w.first() == Some(&"iface") && w.len() > 1 {
+            add(w[1].split(':').next().unwrap_or(""));
+        }
+    }
+    for dir in ["etc/sysconfig/network-scripts", "etc/sysconfig/network"] {
+        for f in g.list(dir)? {
+            if let Some(n) = f.strip_prefix("ifcfg-").filter(|n| !n.contains('.') && !n.contains('~')) {
+                add(n);
+            }
+        }
+    }
+    for f in g.list("etc/netplan")? {
+        if f.ends_with(".yaml") {
+            for n in netcfg::netplan_names(&g.read_or_empty(&format!("etc/netplan/{f}"))?) {
+                add(&n);
+            }
+        }
+    }
+    for f in g.list("etc/systemd/network")? {
+        if f.ends_with(".network") {
+            for n in netcfg::networkd_names(&g.read_or_empty(&format!("etc/systemd/network/{f}"))?) {
+                add(&n);
+            }
+        }
+    }
+    for f in g.list("etc/NetworkManager/system-connections")? {
+        if f.ends_with(".nmconnection") {
+            let text = g.read_or_empty(&format!("etc/NetworkManager/system-connections/{f}"))?;
+            if let Some(n) = netcfg::nm_keyfile_name(&text) {
+                add(&n);
+            }
+        }
+    }
+    Ok(names)
+}
+
+const GUEST_PACKAGES: &[&str] = &[
+    "xe-guest-utilities",
+    "xen-guest-agent",
+    "open-vm-tools",
+    "open-vm-tools-desktop",
+    "vmware-tools",
+    "virtualbox-guest-utils",
+    "virtualbox-guest-x11",
+    "virtualbox-guest-additions-iso",
+];
+const GUEST_LEFTOVERS: &[&str] = &[
+    "etc/vmware-tools",
+    "usr/lib/vmware-tools",
+    "etc/init.d/vmware-tools",
+    "etc/init.d/xe-linux-distribution",
+    "usr/sbin/xe-daemon",
+    "usr/sbin/xe-update-guest-attrs",
+    "etc/init.d/vboxadd",
+    "opt/VBoxGuestAdditions",
+];
+
+/// Xen/VMware/VirtualBox guest tools: packages through the system's own manager, then leftovers.
+pub fn guest_tools(g: &GuestRoot, run: &dyn Runner, sys: &System, c: &mut Changes) -> Result<()> {
+    let root = Some(g.path());
+    let installed: Vec<&str> = match sys.family {
+        Family::Debian => GUEST_PACKAGES
+            .iter()
+            .copied()
+            .filter(|p| {
+                run.run(root, &["dpkg-query", "-W", "-f=${Status}", p])
+                    .is_ok_and(|s| s.contains("install ok installed"))
+            })
+            .collect(),
+        Family::Rhel | Family::Suse => GUEST_PACKAGES
+            .iter()
+            .copied()
+            .filter(|p| run.run(root, &["rpm", "-q", p]).is_ok_and(|s| s.starts_with(p)))
+            .collect(),
+        Family::Other => Vec::new(),
+    };
+    if !installed.is_empty() {
+        let mut argv: Vec<&str> = match sys.family {
+            Family::Debian => vec!["dpkg", "--purge"],
+            _ => vec!["rpm", "-e", "--nodeps"],
+        };
+        argv.extend(&installed);
+        run.run(root, &argv)?;
+        c.packages_removed.extend(installed.iter().map(|s| s.to_string()));
+    }
+    for l in GUEST_LEFTOVERS {
+        c.remove(g, l, "hypervisor guest tools")?;
+    }
+    Ok(())
+}
+
+/// Caches that name the old hypervisor's devices. The LVM devices file is essential: LVM
+/// ignores every PV it does not list, so a stale one hides the root volume.
+pub fn device_caches(g: &GuestRoot, c: &mut Changes) -> Result<()> {
+    for f in
+        ["etc/blkid.tab", "etc/blkid/blkid.tab", "etc/lvm/devices/system.devices", "etc/lvm/cache/.cache"]
+    {
+        c.remove(g, f, "refers to the old hypervisor's devices")?;
+    }
+    Ok(())
+}
+
+/// SELinux: a full relabel on the first boot, since files were written from outside.
+pub fn selinux_relabel(g: &GuestRoot, c: &mut Changes) -> Result<()> {
+    let se = g.read_or_empty("etc/selinux/config")?;
+    if se.lines().any(|l| l.trim() == "SELINUX=enforcing" || l.trim() == "SELINUX=permissive")
+        && !g.exists(".autorelabel")
+    {
+        g.write(".autorelabel", b"")?;
+        c.notes.push("SELinux: /.autorelabel created".into());
+    }
+    Ok(())
+}

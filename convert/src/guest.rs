@@ -1,0 +1,393 @@
+//! The migrated system's files, reached only through [`GuestRoot`]. The migrated disk is
+//! untrusted input: every guest path is resolved by the kernel inside the guest root
+//! (`openat2` with `RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS`: absolute symlinks are resolved
+//! against the guest root, `..` never leaves it, `/proc` magic links are not followed). Reads
+//! refuse anything but regular files (a device node where `/etc/inittab` should be is an error,
+//! never a read of the disk), are bounded, and an unreadable file is an error naming it, never
+//! "absent". Writes go to a temporary file in the resolved directory and are renamed over the
+//! old one, keeping its mode and owner; removals and renames act on the final component
+//! itself, never through it. Mount points are resolved the same way and mounted through
+//! `/proc/self/fd`, so a guest symlink cannot redirect a mount onto the appliance or the host.
+
+use anyhow::{bail, ensure, Context, Result};
+use nix::errno::Errno;
+use nix::fcntl::{openat2, AtFlags, OFlag, OpenHow, ResolveFlag};
+use nix::sys::stat::{fstat, fstatat, mkdirat, Mode, SFlag};
+use nix::unistd::UnlinkatFlags;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+/// The largest configuration file read (a bigger one is an error, not a truncated read).
+pub const MAX_READ: u64 = 16 << 20;
+
+/// What a guest path is, after resolution inside the root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    File,
+    Dir,
+    /// A device node, FIFO, socket: never read or written as a file.
+    Other,
+}
+
+/// A handle on the migrated system's root directory.
+#[derive(Debug)]
+pub struct GuestRoot {
+    path: PathBuf,
+    dir: OwnedFd,
+}
+
+fn how(flags: OFlag) -> OpenHow {
+    // openat2 refuses any flag but O_DIRECTORY, O_NOFOLLOW and O_CLOEXEC with O_PATH.
+    let extra = if flags.contains(OFlag::O_PATH) { OFlag::O_CLOEXEC } else { OFlag::O_CLOEXEC | OFlag::O_NOCTTY };
+    OpenHow::new()
+        .flags(flags | extra)
+        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS)
+}
+
+/// A guest path relative to the root, with `/` and empty components trimmed.
+fn rel(p: &str) -> &str {
+    let t = p.trim_start_matches('/');
+    if t.is_empty() {
+        "."
+    } else {
+        t
+    }
+}
+
+/// The last component of `p` and its parent, refusing `.`/`..` as a name.
+fn split(p: &str) -> Result<(&str, &str)> {
+    let p = rel(p).trim_end_matches('/');
+    let (parent, name) = p.rsplit_once('/').unwrap_or(("", p));
+    ensure!(!name.is_empty() && name != "." && name != "..", "guest path {p:?} names no file");
+    Ok((if parent.is_empty() { "." } else { parent }, name))
+}
+
+impl GuestRoot {
+    /// Opens the root of a mounted (or unpacked) guest tree.
+    pub fn open(path: &Path) -> Result<Self> {
+        let path = path.canonicalize().with_context(|| format!("guest root {}", path.display()))?;
+        let dir =
+            nix::fcntl::open(&path, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
+                .with_context(|| format!("opening the guest root {}", path.display()))?;
+        Ok(GuestRoot { path, dir })
+    }
+
+    /// Where the root is on this machine: only for chrooting the guest's own tools and for
+    /// messages, never to build paths to open.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn resolve(&self, p: &str, flags: OFlag) -> nix::Result<OwnedFd> {
+        openat2(self.dir.as_fd(), rel(p), how(flags))
+    }
+
+    fn kind_of(fd: &OwnedFd) -> Result<Kind> {
+        let st = fstat(fd.as_fd())?;
+        let t = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
+        Ok(if t == SFlag::S_IFREG {
+            Kind::File
+        } else if t == SFlag::S_IFDIR {
+            Kind::Dir
+        } else {
+            Kind::Other
+        })
+    }
+
+    /// What `p` is, following symlinks inside the root; `None` when it does not exist.
+    pub fn kind(&self, p: &str) -> Result<Option<Kind>> {
+        match self.resolve(p, OFlag::O_PATH) {
+            Ok(fd) => Ok(Some(Self::kind_of(&fd)?)),
+            Err(Errno::ENOENT | Errno::ENOTDIR | Errno::ELOOP) => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("resolving guest /{}", rel(p))),
+        }
+    }
+
+    pub fn is_file(&self, p: &str) -> bool {
+        matches!(self.kind(p), Ok(Some(Kind::File)))
+    }
+
+    pub fn is_dir(&self, p: &str) -> bool {
+        matches!(self.kind(p), Ok(Some(Kind::Dir)))
+    }
+
+    pub fn exists(&self, p: &str) -> bool {
+        matches!(self.kind(p), Ok(Some(_)))
+    }
+
+    /// Reopens an `O_PATH` descriptor for real I/O.
+    fn reopen(fd: &OwnedFd, flags: OFlag) -> nix::Result<std::fs::File> {
+        let magic = format!("/proc/self/fd/{}", fd.as_raw_fd());
+        nix::fcntl::open(magic.as_str(), flags | OFlag::O_CLOEXEC | OFlag::O_NOCTTY, Mode::empty())
+            .map(std::fs::File::from)
+    }
+
+    /// The bytes of a regular file; `None` when it does not exist.
+    pub fn read_bytes(&self, p: &str) -> Result<Option<Vec<u8>>> {
+        let shown = format!("guest /{}", rel(p));
+        let fd = match self.resolve(p, OFlag::O_PATH) {
+            Ok(fd) => fd,
+            Err(Errno::ENOENT) => return Ok(None),
+            Err(e) => return Err(e).with_context(|| format!("opening {shown}")),
+        };
+        let kind = Self::kind_of(&fd)?;
+        ensure!(kind == Kind::File, "{shown} is not a regular file ({kind:?}); refusing to read it");
+        let mut f = Self::reopen(&fd, OFlag::O_RDONLY).with_context(|| format!("opening {shown}"))?;
+        let mut buf = Vec::new();
+        (&mut f).take(MAX_READ + 1).read_to_end(&mut buf).with_context(|| format!("reading {shown}"))?;
+        ensure!(buf.len() as u64 <= MAX_READ, "{shown} is larger than {MAX_READ} bytes; refusing to read it");
+        Ok(Some(buf))
+    }
+
+    /// The text of a regular file; `None` when it does not exist. Not UTF-8 is an error.
+    pub fn read(&self, p: &str) -> Result<Option<String>> {
+        match self.read_bytes(p)? {
+            None => Ok(None),
+            Some(b) => String::from_utf8(b).map(Some).map_err(|e| {
+                anyhow::anyhow!("guest /{} is not UTF-8 text (byte {})", rel(p), e.utf8_error().valid_up_to())
+            }),
+        }
+    }
+
+    /// [`read`](Self::read), with an absent file as empty text.
+    pub fn read_or_empty(&self, p: &str) -> Result<String> {
+        Ok(self.read(p)?.unwrap_or_default())
+    }
+
+    /// Names in a directory, sorted; an absent directory has none. Names that are not UTF-8
+    /// are left out (logged): nothing could name them safely in a configuration anyway.
+    pub fn list(&self, p: &str) -> Result<Vec<String>> {
+        let fd = match self.resolve(p, OFlag::O_RDONLY | OFlag::O_DIRECTORY) {
+            Ok(fd) => fd,
+            Err(Errno::ENOENT | Errno::ENOTDIR) => return Ok(Vec::new()),
+            Err(e) => return Err(e).with_context(|| format!("listing guest /{}", rel(p))),
+        };
+        let mut dir = nix::dir::Dir::from_fd(fd).with_context(|| format!("listing guest /{}", rel(p)))?;
+        let mut out = Vec::new();
+        for e in dir.iter() {
+            let e = e.with_context(|| format!("listing guest /{}", rel(p)))?;
+            match e.file_name().to_str() {
+                Ok("." | "..") => {}
+                Ok(n) => out.push(n.to_string()),
+                Err(_) => log::warn!("guest /{}: skipping a name that is not UTF-8", rel(p)),
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Where an open descriptor is, as a path relative to the root (checked to be inside).
+    fn inside(&self, fd: &OwnedFd, shown: &str) -> Result<String> {
+        let real = nix::fcntl::readlink(format!("/proc/self/fd/{}", fd.as_raw_fd()).as_str())
+            .with_context(|| format!("locating {shown}"))?;
+        let real = PathBuf::from(real);
+        let r = real
+            .strip_prefix(&self.path)
+            .with_context(|| format!("{shown} resolves to {} outside the guest root", real.display()))?;
+        let s = r.to_str().with_context(|| format!("{shown}: the resolved path is not UTF-8"))?;
+        Ok(if s.is_empty() { ".".into() } else { s.to_string() })
+    }
+
+    /// The directory a new or replaced `p` goes in (resolved inside the root) and its name.
+    /// An existing `p` (through symlinks inside the root) must be a regular file.
+    fn target(&self, p: &str) -> Result<(OwnedFd, String, Option<nix::sys::stat::FileStat>)> {
+        let shown = format!("guest /{}", rel(p));
+        let (parent, name) = match self.resolve(p, OFlag::O_PATH) {
+            Ok(fd) => {
+                let kind = Self::kind_of(&fd)?;
+                ensure!(
+                    kind == Kind::File,
+                    "{shown} is not a regular file ({kind:?}); refusing to replace it"
+                );
+                let real = self.inside(&fd, &shown)?;
+                let (parent, name) = split(&real)?;
+                (parent.to_string(), name.to_string())
+            }
+            Err(Errno::ENOENT) => {
+                let (parent, name) = split(p)?;
+                (parent.to_string(), name.to_string())
+            }
+            Err(e) => return Err(e).with_context(|| format!("resolving {shown}")),
+        };
+        let dir = self
+            .resolve(&parent, OFlag::O_RDONLY | OFlag::O_DIRECTORY)
+            .with_context(|| format!("opening the directory of {shown}"))?;
+        let old = match fstatat(dir.as_fd(), name.as_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) => Some(st),
+            Err(Errno::ENOENT) => None,
+            Err(e) => return Err(e).with_context(|| shown.clone()),
+        };
+        Ok((dir, name, old))
+    }
+
+    /// Replaces (or creates) a regular file atomically: a temporary file in the same
+    /// directory, synced, renamed over the old one. Mode and owner of the old file are kept.
+    pub fn write(&self, p: &str, data: &[u8]) -> Result<()> {
+        let shown = format!("guest /{}", rel(p));
+        let (dir, name, old) = self.target(p)?;
+        let tmp = format!(".{name}.ferry-tmp");
+        let _ = nix::unistd::unlinkat(dir.as_fd(), tmp.as_str(), UnlinkatFlags::NoRemoveDir);
+        let mode = old.map_or(0o644, |st| st.st_mode & 0o7777);
+        let fd = nix::fcntl::openat(
+            dir.as_fd(),
+            tmp.as_str(),
+            OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(mode),
+        )
+        .with_context(|| format!("creating a temporary file for {shown}"))?;
+        let mut f = std::fs::File::from(fd);
+        let done = (|| -> Result<()> {
+            f.write_all(data)?;
+            if let Some(st) = old {
+                nix::sys::stat::fchmod(f.as_fd(), Mode::from_bits_truncate(st.st_mode & 0o7777))?;
+                let _ = nix::unistd::fchown(f.as_fd(), Some(st.st_uid.into()), Some(st.st_gid.into()));
+            }
+            f.sync_all()?;
+            nix::fcntl::renameat(dir.as_fd(), tmp.as_str(), dir.as_fd(), name.as_str())?;
+            Ok(())
+        })();
+        if done.is_err() {
+            let _ = nix::unistd::unlinkat(dir.as_fd(), tmp.as_str(), UnlinkatFlags::NoRemoveDir);
+        }
+        done.with_context(|| format!("writing {shown}"))
+    }
+
+    /// Saves `p` as `p.pre-ferry` unless that exists already (the first original is kept).
+    /// Returns whether a backup was made.
+    pub fn backup_once(&self, p: &str) -> Result<bool> {
+        let backup = format!("{}.pre-ferry", rel(p).trim_end_matches('/'));
+        if self.exists(&backup) {
+            return Ok(false);
+        }
+        let Some(data) = self.read_bytes(p)? else { return Ok(false) };
+        self.write(&backup, &data)?;
+        Ok(true)
+    }
+
+    /// The parent directory of `p` (resolved inside the root) and `p`'s own name, which is
+    /// acted on without following it.
+    fn parent_of(&self, p: &str) -> Result<(OwnedFd, String)> {
+        let (parent, name) = split(p)?;
+        let dir = self
+            .resolve(parent, OFlag::O_RDONLY | OFlag::O_DIRECTORY)
+            .with_context(|| format!("opening guest /{parent}"))?;
+        Ok((dir, name.to_string()))
+    }
+
+    /// What `p` itself is (a symlink is `Other`), its parent resolved inside the root.
+    pub fn lkind(&self, p: &str) -> Result<Option<Kind>> {
+        let Ok((dir, name)) = self.parent_of(p) else { return Ok(None) };
+        match fstatat(dir.as_fd(), name.as_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) => {
+                let t = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
+                Ok(Some(if t == SFlag::S_IFREG {
+                    Kind::File
+                } else if t == SFlag::S_IFDIR {
+                    Kind::Dir
+                } else {
+                    Kind::Other
+                }))
+            }
+            Err(Errno::ENOENT) => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("guest /{}", rel(p))),
+        }
+    }
+
+    /// Renames `from` to `to` (the names themselves, not what they point at).
+    pub fn rename(&self, from: &str, to: &str) -> Result<()> {
+        let (a, an) = self.parent_of(from)?;
+        let (b, bn) = self.parent_of(to)?;
+        nix::fcntl::renameat(a.as_fd(), an.as_str(), b.as_fd(), bn.as_str())
+            .with_context(|| format!("renaming guest /{} to /{}", rel(from), rel(to)))
+    }
+
+    /// Removes a file, symlink or directory tree; `false` when there was nothing.
+    pub fn remove(&self, p: &str) -> Result<bool> {
+        let (dir, name) = match self.parent_of(p) {
+            Ok(x) => x,
+            Err(_) if !self.exists(split(p)?.0) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        remove_at(&dir, &name, 0).with_context(|| format!("removing guest /{}", rel(p)))
+    }
+
+    /// Creates `p` and its missing parents, each inside the root.
+    pub fn create_dir_all(&self, p: &str) -> Result<()> {
+        let mut done = String::new();
+        for c in rel(p).split('/').filter(|c| !c.is_empty() && *c != ".") {
+            let next = if done.is_empty() { c.to_string() } else { format!("{done}/{c}") };
+            match self.kind(&next)? {
+                Some(Kind::Dir) => {}
+                Some(k) => bail!("guest /{next} is not a directory ({k:?})"),
+                None => {
+                    if self.lkind(&next)?.is_some() {
+                        bail!("guest /{next} is a symlink to nothing inside the migrated system");
+                    }
+                    let (dir, name) = self.parent_of(&next)?;
+                    match mkdirat(dir.as_fd(), name.as_str(), Mode::from_bits_truncate(0o755)) {
+                        Ok(()) | Err(Errno::EEXIST) => {}
+                        Err(e) => return Err(e).with_context(|| format!("creating guest /{next}")),
+                    }
+                }
+            }
+            done = next;
+        }
+        Ok(())
+    }
+
+    /// A directory to mount on: `p` resolved inside the root (created if missing), as the
+    /// place on this machine it really is. `..` that would climb above the root is refused
+    /// (it can only come from a hostile or broken configuration).
+    pub fn mount_point(&self, p: &str) -> Result<PathBuf> {
+        let mut depth = 0i32;
+        for c in p.split('/').filter(|c| !c.is_empty() && *c != ".") {
+            depth += if c == ".." { -1 } else { 1 };
+            ensure!(depth >= 0, "mount point {p:?} climbs out of the migrated system's root");
+        }
+        self.create_dir_all(p)?;
+        let fd = self
+            .resolve(p, OFlag::O_PATH | OFlag::O_DIRECTORY)
+            .with_context(|| format!("resolving the mount point {p:?}"))?;
+        let inner = self.inside(&fd, &format!("mount point {p:?}"))?;
+        ensure!(inner != ".", "mount point {p:?} resolves to the root of the migrated system itself");
+        Ok(self.path.join(inner))
+    }
+}
+
+/// Removes `name` in `dir` without following it; directories recursively (bounded depth).
+fn remove_at(dir: &OwnedFd, name: &str, depth: u32) -> Result<bool> {
+    ensure!(depth < 64, "directory tree deeper than 64 levels");
+    let st = match fstatat(dir.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(st) => st,
+        Err(Errno::ENOENT) => return Ok(false),
+        Err(e) => return Err(e.into()),
+    };
+    if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFDIR {
+        nix::unistd::unlinkat(dir.as_fd(), name, UnlinkatFlags::NoRemoveDir)?;
+        return Ok(true);
+    }
+    let sub = nix::fcntl::openat(
+        dir.as_fd(),
+        name,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
+    let names: Vec<String> = {
+        let dup = sub.try_clone()?;
+        let mut d = nix::dir::Dir::from_fd(dup)?;
+        d.iter()
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().to_str().ok().map(String::from))
+            .filter(|n| n != "." && n != "..")
+            .collect()
+    };
+    for n in names {
+        remove_at(&sub, &n, depth + 1)?;
+    }
+    nix::unistd::unlinkat(dir.as_fd(), name, UnlinkatFlags::RemoveDir)?;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests;

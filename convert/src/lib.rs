@@ -1,0 +1,297 @@
+//! Offline conversion of a migrated Linux system so it boots on KVM/virtio, as a flat list of
+//! named steps (`run` below reads top to bottom like the pipeline):
+//!
+//! 1. **scan**: partition devices ([`machine`]), probed (`ferry_formats`), LVs activated ([`lvm`])
+//! 2. **inspect** read-only: root, distribution, initramfs tool, bootloader, kernels — refuse
+//!    before changing anything when no kernel supports virtio ([`inspect`])
+//! 3. **repartition** for the target size ([`repart`]), then **mount** the tree by fstab
+//!    through the guest root ([`mount`], [`guest`])
+//! 4. **grow** the last filesystem (or PV and the root LV on it) with the kernel's ioctls ([`grow`])
+//! 5. the file steps ([`tree`]): boot configuration → UUIDs and consoles, device caches,
+//!    network names ([`nics`], [`netcfg`]), guest tools, SELinux, initramfs with virtio and
+//!    the bootloader ([`boot`])
+//! 6. the report, also in /var/log/ferry/conversion.json; everything unmounted and synced
+//!
+//! Essential steps abort the conversion; improving ones become warnings ([`steps`]). Every
+//! guest file is reached through [`guest::GuestRoot`]; every command through [`cmd::Runner`].
+
+pub mod boot;
+pub mod cmd;
+pub mod fixes;
+pub mod grow;
+pub mod guest;
+pub mod inspect;
+pub mod lvm;
+pub mod machine;
+pub mod mount;
+pub mod netcfg;
+pub mod nics;
+pub mod probe;
+pub mod repart;
+pub mod rewrite;
+pub mod steps;
+pub mod tree;
+pub mod types;
+
+use anyhow::{bail, Context, Result};
+use ferry_formats::{guid, FsType};
+use machine::Machine;
+use probe::Part;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use steps::{Class, Log};
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub grow: bool,
+    /// Where the tree is mounted (and probe mounts go).
+    pub workdir: PathBuf,
+    /// How the new machine's NICs are named.
+    pub nics: nics::Nics,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Report {
+    pub ok: bool,
+    pub machine: &'static str,
+    pub system: Option<inspect::System>,
+    pub root: String,
+    pub repartition: Vec<repart::Report>,
+    pub grown_filesystem: Option<String>,
+    /// (old name, new name) of each configured interface.
+    pub interfaces: Vec<(String, String)>,
+    pub changes: fixes::Changes,
+    pub initramfs: Vec<String>,
+    pub default_kernel: String,
+    pub seconds: f64,
+    pub error: Option<String>,
+    /// Improving steps that failed; the system was converted without them.
+    pub warnings: Vec<String>,
+    pub steps: Vec<steps::StepReport>,
+    /// A second run found nothing to change (the system was converted before).
+    pub already_converted: bool,
+}
+
+/// Old device names (xvda1, sda1, …) → the UUID spec of the partition now in that slot.
+fn device_map(parts: &[Part]) -> rewrite::DevMap {
+    let mut map = rewrite::DevMap::default();
+    for p in parts.iter().filter(|p| p.number > 0) {
+        if let Some(spec) = p.spec() {
+            map.add(p.disk, p.number, &spec);
+        }
+    }
+    map
+}
+
+/// Mounts `p` read-only at `at` and inspects it (with a separate /boot mounted read-only
+/// over it); `None` when it is not a Linux root.
+fn inspect_candidate(p: &Part, at: &Path, parts: &[Part]) -> Result<Option<inspect::System>> {
+    let fs = p.fstype.map(|f| f.name());
+    let _root = match mount::Mount::new(&p.dev, at, fs, nix::mount::MsFlags::MS_RDONLY) {
+        Ok(m) => m,
+        Err(e) => {
+            log::warn!("convert: {e:#}");
+            return Ok(None);
+        }
+    };
+    let g = guest::GuestRoot::open(at)?;
+    if !inspect::looks_like_root(&g) {
+        return Ok(None);
+    }
+    let fstab = g.read_or_empty("etc/fstab")?;
+    let map = device_map(parts);
+    let boot =
+        mount::fstab_entries(&fstab).into_iter().find(|e| e.mount_point.trim_end_matches('/') == "/boot");
+    let _boot = match boot.and_then(|e| mount::resolve(&e.spec, parts, &map)) {
+        Some(p) => {
+            let target = g.mount_point("boot")?;
+            let fs = p.fstype.map(|f| f.name());
+            mount::Mount::new(&p.dev, &target, fs, nix::mount::MsFlags::MS_RDONLY)
+                .map_err(|e| log::warn!("convert: /boot: {e:#}"))
+                .ok()
+        }
+        None => None,
+    };
+    inspect::inspect(&g).map(Some)
+}
+
+/// Finds the root filesystem by mounting candidates read-only.
+fn find_root<'a>(parts: &'a [Part], work: &Path) -> Result<(&'a Part, inspect::System)> {
+    let probe_dir = work.join("probe");
+    for p in parts.iter().filter(|p| mount::root_candidate(p.fstype)) {
+        if let Some(sys) = inspect_candidate(p, &probe_dir, parts)
+            .with_context(|| format!("inspecting {}", p.dev.display()))?
+        {
+            return Ok((p, sys));
+        }
+    }
+    bail!("no partition holds a Linux root filesystem (/etc/fstab and os-release)")
+}
+
+/// Partitions of the disks plus the LVs activated on them (the guard deactivates them).
+fn scan(m: &dyn Machine, disks: &[PathBuf]) -> Result<(lvm::Active, Vec<Part>)> {
+    let mut parts = probe::all(m, disks);
+    let pvs: Vec<PathBuf> = parts.iter().filter(|p| p.is(FsType::LvmPv)).map(|p| p.dev.clone()).collect();
+    if pvs.is_empty() {
+        return Ok((lvm::Active::default(), parts));
+    }
+    let active = lvm::activate(&pvs).context("activating LVM volumes")?;
+    let lvs = probe::lvs(&active, &parts);
+    parts.extend(lvs);
+    Ok((active, parts))
+}
+
+/// Converts the system on `disks`. Never panics through; the report says what happened.
+pub fn run(disks: &[PathBuf], m: &mut dyn Machine, o: &Options) -> Report {
+    let t0 = std::time::Instant::now();
+    let mut rep = Report { machine: m.name(), ..Report::default() };
+    let mut log = Log::default();
+    match convert(disks, m, o, &mut rep, &mut log) {
+        Ok(()) => rep.ok = true,
+        Err(e) => {
+            log::error!("conversion failed: {e:#}");
+            rep.error = Some(format!("{e:#}"));
+        }
+    }
+    rep.steps = log.steps;
+    rep.warnings = log.warnings;
+    rep.seconds = t0.elapsed().as_secs_f64();
+    rep
+}
+
+fn convert(
+    disks: &[PathBuf],
+    m: &mut dyn Machine,
+    o: &Options,
+    rep: &mut Report,
+    log: &mut Log,
+) -> Result<()> {
+    anyhow::ensure!(!disks.is_empty(), "no disk to convert");
+    let run = cmd::System;
+    // The LVs found now hold their PV partitions open; the kernel re-reads a table only when
+    // none is in use, so they are deactivated (the guard dropped) at the end of this block.
+    let (root, sys) = {
+        let (_lvs, parts) = log
+            .step("scan", Class::Essential, || {
+                m.refresh(disks)?;
+                scan(m, disks)
+            })?
+            .context("scan")?;
+        let (root, sys) =
+            log.step("inspect", Class::Essential, || find_root(&parts, &o.workdir))?.context("inspect")?;
+        (root.clone(), sys)
+    };
+    log::info!(
+        "convert: root {} ({}), {}, {:?}, kernels {:?}",
+        root.dev.display(),
+        root.fs_name(),
+        sys.pretty_name,
+        sys.initramfs,
+        sys.kernels.iter().map(|k| (&k.version, k.virtio)).collect::<Vec<_>>()
+    );
+    rep.root = root.dev.display().to_string();
+    rep.system = Some(sys.clone());
+    rep.default_kernel = log
+        .step("virtio-kernel", Class::Essential, || match boot::best_kernel(&sys) {
+            Some(k) => Ok(k.to_string()),
+            None => bail!(
+                "no installed kernel supports virtio ({}); nothing was changed",
+                sys.kernels
+                    .iter()
+                    .map(|k| format!("{} lacks {}", k.version, k.missing.join(", ")))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+        })?
+        .unwrap_or_default();
+    // The root is found again after repartitioning by its filesystem UUID (or its slot).
+    let root_key = (root.uuid.clone(), root.disk, root.number);
+    let is_root = |p: &Part| {
+        if root_key.0.is_empty() {
+            (p.disk, p.number) == (root_key.1, root_key.2)
+        } else {
+            p.uuid == root_key.0 && !p.is(FsType::LvmPv)
+        }
+    };
+    m.release();
+    let grown_part = log
+        .step("repartition", Class::Essential, || {
+            let mut grown = None;
+            for (i, d) in disks.iter().enumerate() {
+                let mut f = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(d)
+                    .with_context(|| format!("opening {}", d.display()))?;
+                let r = repart::repartition(&mut f, o.grow)
+                    .with_context(|| format!("repartitioning {}", d.display()))?;
+                if let Some(g) = &r.grown {
+                    grown = Some((i, g.number));
+                }
+                rep.repartition.push(r);
+            }
+            Ok(grown)
+        })?
+        .flatten();
+    let (lvs, parts) = log
+        .step("rescan", Class::Essential, || {
+            m.refresh(disks)?;
+            scan(m, disks)
+        })?
+        .context("rescan")?;
+    let root = parts.iter().find(|p| is_root(p)).context("root filesystem vanished after repartitioning")?;
+    let map = device_map(&parts);
+    let grown = grown_part.and_then(|(d, n)| parts.iter().find(|p| (p.disk, p.number) == (d, n)));
+    let grown_offline = match grown.filter(|p| m.grow_ext_offline() && p.fstype.is_some_and(|f| f.is_ext())) {
+        Some(p) => log.step("grow", Class::Improving, || grow::offline_ext(&run, p))?.flatten(),
+        None => None,
+    };
+    let tree = log
+        .step("mount", Class::Essential, || mount::Tree::mount(root, &parts, &map, &o.workdir.join("root")))?
+        .context("mount")?;
+    rep.grown_filesystem = match (grown, &grown_offline) {
+        (_, Some(g)) => Some(g.clone()),
+        (Some(p), None) => {
+            log.step("grow", Class::Improving, || grow::grow(&tree, &run, p, root, &lvs))?.flatten()
+        }
+        (None, None) => None,
+    };
+    let boot_disk = &disks[root.disk];
+    let bios = !sys.uefi && has_bios_boot(boot_disk);
+    let job = tree::Job {
+        guest: tree.guest(),
+        run: &run,
+        sys: &sys,
+        map: &map,
+        root_fs: root.fstype.unwrap_or(FsType::Ext4),
+        root_uuid: &root.uuid,
+        nics: &o.nics,
+        grub: m.grub(),
+        boot_code: (bios && m.reinstall_boot_code()).then_some(boot_disk.as_path()),
+        layout_changed: rep.repartition.iter().any(|r| r.changed),
+    };
+    let done = tree::run(&job, log)?;
+    rep.changes = done.changes;
+    rep.interfaces = done.interfaces;
+    rep.initramfs = done.initramfs;
+    rep.already_converted = done.already_converted;
+    if !rep.already_converted {
+        // The report goes onto the converted system too.
+        rep.ok = true;
+        rep.steps = log.steps.clone();
+        rep.warnings = log.warnings.clone();
+        let text = serde_json::to_string_pretty(&rep)?;
+        let g = tree.guest();
+        log.step("report", Class::Improving, || {
+            g.create_dir_all("var/log/ferry")?;
+            g.write("var/log/ferry/conversion.json", text.as_bytes())
+        })?;
+    }
+    Ok(())
+}
+
+/// Whether a disk boots through BIOS boot code: a GPT with a BIOS boot partition, or MBR.
+fn has_bios_boot(disk: &Path) -> bool {
+    let Ok(f) = std::fs::File::open(disk) else { return false };
+    ferry_formats::table::gpt_has_type(&f, &guid::BIOS_BOOT).unwrap_or(true)
+}
