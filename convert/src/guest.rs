@@ -39,7 +39,8 @@ pub struct GuestRoot {
 
 fn how(flags: OFlag) -> OpenHow {
     // openat2 refuses any flag but O_DIRECTORY, O_NOFOLLOW and O_CLOEXEC with O_PATH.
-    let extra = if flags.contains(OFlag::O_PATH) { OFlag::O_CLOEXEC } else { OFlag::O_CLOEXEC | OFlag::O_NOCTTY };
+    let extra =
+        if flags.contains(OFlag::O_PATH) { OFlag::O_CLOEXEC } else { OFlag::O_CLOEXEC | OFlag::O_NOCTTY };
     OpenHow::new()
         .flags(flags | extra)
         .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS)

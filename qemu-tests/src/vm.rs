@@ -41,6 +41,10 @@ pub struct VmBuilder {
     cdrom: Option<PathBuf>,
     tftp: Option<(PathBuf, String)>,
     no_rng: bool,
+    /// PCI slot of the first NIC (the others follow); `None`: QEMU's choice.
+    nic_slot: Option<u8>,
+    /// More NICs, each on a user network of its own (its CIDR, e.g. `10.0.3.0/24`).
+    extra_nics: Vec<String>,
 }
 
 /// OVMF firmware code and the variable store template (Debian's `ovmf` package).
@@ -95,6 +99,19 @@ impl VmBuilder {
     /// No entropy source at all: no virtio-rng device, and a CPU model without RDRAND/RDSEED.
     pub fn no_rng(mut self) -> Self {
         self.no_rng = true;
+        self
+    }
+
+    /// Puts the NICs at PCI slot `slot` and the following ones, so a VM can have them where
+    /// another VM had other devices.
+    pub fn nic_slot(mut self, slot: u8) -> Self {
+        self.nic_slot = Some(slot);
+        self
+    }
+
+    /// Adds a NIC on a user network of its own (`net`, e.g. `10.0.3.0/24`), after the first.
+    pub fn extra_nic(mut self, net: &str) -> Self {
+        self.extra_nics.push(net.into());
         self
     }
 
@@ -189,7 +206,14 @@ impl VmBuilder {
                 netdev.push_str(&format!(",tftp={},bootfile={bootfile}", dir.display()));
                 nic.push_str(",bootindex=0");
             }
+            let at = |i: u8| self.nic_slot.map(|s| format!(",addr={:#x}", s + i)).unwrap_or_default();
+            nic.push_str(&at(0));
             c.args(["-netdev", &netdev, "-device", &nic]);
+            for (i, net) in self.extra_nics.iter().enumerate() {
+                let id = format!("n{}", i + 1);
+                c.arg("-netdev").arg(format!("user,id={id},net={net}"));
+                c.arg("-device").arg(format!("virtio-net-pci,netdev={id}{}", at(i as u8 + 1)));
+            }
         } else {
             c.args(["-nic", "none"]);
         }

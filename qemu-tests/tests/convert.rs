@@ -5,7 +5,9 @@
 //! - Debian 12, GPT + BIOS boot, ext4, initramfs-tools: virtio-blk, virtio-scsi and NVMe, plus
 //!   the negative control (the unconverted copy does not reach multi-user on virtio);
 //! - Debian 13, GPT + UEFI (ESP), xfs, dracut: virtio-blk under OVMF;
-//! - Debian 11, MBR, separate /boot, swap, root on LVM: virtio-blk.
+//! - Debian 11, MBR, separate /boot, swap, root on LVM: virtio-blk;
+//! - two NICs with static addresses no DHCP server hands out, booted on a VM whose NICs sit in
+//!   other PCI slots than the transit VM's (behind other devices): each address on its NIC.
 
 use ferry_qemu_tests::{binary, fixture, free_port, sparse_file, Bus, Disk, VmBuilder};
 use std::path::Path;
@@ -46,11 +48,11 @@ fn migrate(source: &Path, target: &Path) -> (serde_json::Value, String) {
     let conv: serde_json::Value =
         serde_json::from_str(report["report"]["receiver_report"].as_str().unwrap()).unwrap();
     assert_eq!(conv["ok"], true, "{conv:#}");
-    // The name the system's own udev gives this VM's NIC (its PCI slot depends on the devices
-    // before it); the booted VM must agree.
+    // NICs keep kernel names in bus order (net.ifnames=0), whatever PCI slot they sit in: the
+    // static configuration stays on eth0 and the booted VM must agree.
     assert_eq!(conv["interfaces"][0][0], "eth0", "{conv:#}");
     let nic = conv["interfaces"][0][1].as_str().unwrap().to_string();
-    assert!(nic.starts_with("ens") || nic.starts_with("enp"), "{conv:#}");
+    assert_eq!(nic, "eth0", "{conv:#}");
     app.wait_exit(Duration::from_secs(120)).unwrap();
     (conv, nic)
 }
@@ -61,6 +63,10 @@ fn boot(target: &Path, bus: Bus, uefi: bool) -> String {
     if uefi {
         b = b.uefi();
     }
+    boot_vm(b)
+}
+
+fn boot_vm(b: VmBuilder) -> String {
     let mut vm = b.start().unwrap();
     vm.wait_serial(MARKER, Duration::from_secs(300)).unwrap();
     let serial = vm.serial();
@@ -146,4 +152,48 @@ fn debian11_mbr_lvm_boots_on_virtio() {
     assert!(field(&line, "mounts").contains("/boot=/dev/vda1"), "{line}");
     assert!(field(&line, "swaps").contains("/dev/vda2"), "{line}");
     assert!(field(&line, "addrs").contains(&format!("{nic}=10.0.2.15/24")), "{line}");
+}
+
+/// Rewrites the source's network configuration (its root is partition 2): eth0 and eth1 with
+/// static addresses a DHCP server would never hand out.
+fn two_static_nics(img: &Path, t: &Path) {
+    let sh = |c: &str| {
+        let out = Command::new("bash").arg("-c").arg(c).output().unwrap();
+        assert!(out.status.success(), "{c}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let table: serde_json::Value =
+        serde_json::from_str(&sh(&format!("sfdisk -J {}", img.display()))).unwrap();
+    let start = table["partitiontable"]["partitions"][1]["start"].as_u64().unwrap();
+    let mnt = t.join("src-root");
+    std::fs::create_dir_all(&mnt).unwrap();
+    sh(&format!("mount -o loop,offset={} {} {}", start * 512, img.display(), mnt.display()));
+    let interfaces = "source /etc/network/interfaces.d/*\n\nauto lo\niface lo inet loopback\n\n\
+        auto eth0\niface eth0 inet static\n    address 10.0.2.77/24\n    gateway 10.0.2.2\n\n\
+        auto eth1\niface eth1 inet static\n    address 10.0.3.77/24\n";
+    let w = std::fs::write(mnt.join("etc/network/interfaces"), interfaces);
+    sh(&format!("umount {}", mnt.display()));
+    w.unwrap();
+}
+
+#[test]
+fn static_nics_survive_other_pci_slots() {
+    let t = tempfile::tempdir().unwrap();
+    let work = source("bookworm", "gpt-bios-ext4", t.path());
+    two_static_nics(&work, t.path());
+    let target = t.path().join("target.img");
+    sparse_file(&target, 3072 * MIB).unwrap();
+    let (conv, _) = migrate(&work, &target);
+    let names: Vec<(String, String)> = serde_json::from_value(conv["interfaces"].clone()).unwrap();
+    assert_eq!(names, vec![("eth0".into(), "eth0".into()), ("eth1".into(), "eth1".into())], "{conv:#}");
+
+    // The final VM: the NICs far from where the transit VM had its one NIC, behind the disk
+    // controller and other devices, and a second NIC the transit VM never had.
+    let b = VmBuilder::new("other-slots")
+        .disk(Disk::new(&target, Bus::Scsi, "DISK0"))
+        .nic_slot(0x12)
+        .extra_nic("10.0.3.0/24");
+    let line = boot_vm(b);
+    let addrs = field(&line, "addrs");
+    assert!(addrs.contains("eth0=10.0.2.77/24") && addrs.contains("eth1=10.0.3.77/24"), "{line}");
 }
