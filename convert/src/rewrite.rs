@@ -89,20 +89,11 @@ pub fn cmdline(args: &str, map: &DevMap) -> String {
     words.join(" ")
 }
 
-/// /etc/default/grub: rewrites the values of GRUB_CMDLINE_LINUX and GRUB_CMDLINE_LINUX_DEFAULT.
-pub fn grub_default(text: &str, map: &DevMap) -> String {
+/// Maps each line's body (without its newline) through `f`; `None` keeps the line as it was.
+fn map_lines(text: &str, f: impl Fn(&str) -> Option<String>) -> String {
     let mut out = String::new();
     for line in text.split_inclusive('\n') {
-        let body = line.trim_end_matches('\n');
-        let rewritten = ["GRUB_CMDLINE_LINUX=", "GRUB_CMDLINE_LINUX_DEFAULT="].iter().find_map(|k| {
-            let v = body.strip_prefix(k)?;
-            let (q, inner) = match v.chars().next() {
-                Some(c @ ('"' | '\'')) => (c.to_string(), v.trim_matches(c)),
-                _ => (String::new(), v),
-            };
-            Some(format!("{k}{q}{}{q}", cmdline(inner, map)))
-        });
-        match rewritten {
+        match f(line.trim_end_matches('\n')) {
             Some(r) => {
                 out.push_str(&r);
                 if line.ends_with('\n') {
@@ -115,56 +106,52 @@ pub fn grub_default(text: &str, map: &DevMap) -> String {
     out
 }
 
+/// Kernel arguments `words` with `extra` added (once), rewritten by [`cmdline`].
+fn args_with<'a>(mut words: Vec<&'a str>, extra: &[&'a str], map: &DevMap) -> String {
+    for e in extra {
+        if !words.contains(e) {
+            words.push(e);
+        }
+    }
+    cmdline(&words.join(" "), map)
+}
+
+/// /etc/default/grub: rewrites the values of GRUB_CMDLINE_LINUX and GRUB_CMDLINE_LINUX_DEFAULT.
+pub fn grub_default(text: &str, map: &DevMap) -> String {
+    map_lines(text, |body| {
+        ["GRUB_CMDLINE_LINUX=", "GRUB_CMDLINE_LINUX_DEFAULT="].iter().find_map(|k| {
+            let v = body.strip_prefix(k)?;
+            let (q, inner) = match v.chars().next() {
+                Some(c @ ('"' | '\'')) => (c.to_string(), v.trim_matches(c)),
+                _ => (String::new(), v),
+            };
+            Some(format!("{k}{q}{}{q}", cmdline(inner, map)))
+        })
+    })
+}
+
 /// grub.cfg: the kernel command lines of `linux` entries, as [`cmdline`] rewrites them, with
 /// `extra` words added.
 pub fn grub_cfg(text: &str, map: &DevMap, extra: &[&str]) -> String {
-    let mut out = String::new();
-    for line in text.split_inclusive('\n') {
-        let body = line.trim_end_matches('\n');
+    map_lines(text, |body| {
         let indent = &body[..body.len() - body.trim_start().len()];
         let mut w = body.split_whitespace();
         match (w.next(), w.next()) {
             (Some(cmd @ ("linux" | "linux16" | "linuxefi")), Some(kernel)) => {
-                let mut rest: Vec<&str> = w.collect();
-                for e in extra {
-                    if !rest.contains(e) {
-                        rest.push(e);
-                    }
-                }
-                out.push_str(&format!("{indent}{cmd} {kernel} {}", cmdline(&rest.join(" "), map)));
-                if line.ends_with('\n') {
-                    out.push('\n');
-                }
+                Some(format!("{indent}{cmd} {kernel} {}", args_with(w.collect(), extra, map)))
             }
-            _ => out.push_str(line),
+            _ => None,
         }
-    }
-    out
+    })
 }
 
 /// A Boot Loader Specification entry (`/boot/loader/entries/*.conf`, RHEL 8+, Fedora): its
 /// `options` line as [`cmdline`] rewrites it, with `extra` words added.
 pub fn bls_entry(text: &str, map: &DevMap, extra: &[&str]) -> String {
-    let mut out = String::new();
-    for line in text.split_inclusive('\n') {
-        let body = line.trim_end_matches('\n');
-        match body.strip_prefix("options").filter(|r| r.starts_with([' ', '\t'])) {
-            Some(rest) => {
-                let mut words: Vec<&str> = rest.split_whitespace().collect();
-                for e in extra {
-                    if !words.contains(e) {
-                        words.push(e);
-                    }
-                }
-                out.push_str(&format!("options {}", cmdline(&words.join(" "), map)));
-                if line.ends_with('\n') {
-                    out.push('\n');
-                }
-            }
-            None => out.push_str(line),
-        }
-    }
-    out
+    map_lines(text, |body| {
+        let rest = body.strip_prefix("options").filter(|r| r.starts_with([' ', '\t']))?;
+        Some(format!("options {}", args_with(rest.split_whitespace().collect(), extra, map)))
+    })
 }
 
 /// /etc/default/grub: `word` added to GRUB_CMDLINE_LINUX (once).

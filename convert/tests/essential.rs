@@ -124,23 +124,31 @@ fn xfs_without_xfsprogs_grows_and_converts() {
     sh(&format!("xfs_repair -n {}", l.0));
 }
 
-#[test]
-fn a_failing_improving_step_is_a_warning() {
+/// Runs the file steps on a temp-dir Debian tree with a runner answering `answers`.
+fn run_on_tree(
+    answers: Vec<(&str, Result<&str, &str>)>,
+) -> (tempfile::TempDir, Recorder, Log, anyhow::Result<tree::Done>) {
     let t = tempfile::tempdir().unwrap();
     let root = t.path().join("root");
     debian_tree(&root);
     let g = GuestRoot::open(&root).unwrap();
     let sys = inspect::inspect(&g).unwrap();
     let map = DevMap::default();
-    let rec = Recorder {
-        answers: vec![
-            ("chroot dpkg-query -W -f=${Status} open-vm-tools".into(), Ok("install ok installed".into())),
-            ("chroot dpkg --purge".into(), Err("dpkg: error processing package open-vm-tools".into())),
-        ],
-        ..Recorder::default()
-    };
+    let answers =
+        answers.into_iter().map(|(p, r)| (p.to_string(), r.map(String::from).map_err(String::from)));
+    let rec = Recorder { answers: answers.collect(), ..Recorder::default() };
     let mut log = Log::default();
-    tree::run(&job(&g, &rec, &sys, &map), &mut log).unwrap();
+    let r = tree::run(&job(&g, &rec, &sys, &map), &mut log);
+    (t, rec, log, r)
+}
+
+#[test]
+fn a_failing_improving_step_is_a_warning() {
+    let (t, rec, log, r) = run_on_tree(vec![
+        ("chroot dpkg-query -W -f=${Status} open-vm-tools", Ok("install ok installed")),
+        ("chroot dpkg --purge", Err("dpkg: error processing package open-vm-tools")),
+    ]);
+    r.unwrap();
     let step = log.steps.iter().find(|s| s.name == "guest-tools").unwrap();
     assert_eq!(step.outcome, Outcome::Warning);
     assert!(log.warnings[0].contains("open-vm-tools"), "{:?}", log.warnings);
@@ -153,24 +161,14 @@ fn a_failing_improving_step_is_a_warning() {
         assert_eq!(log.steps.iter().find(|x| x.name == s).unwrap().outcome, Outcome::Done, "{s}");
     }
     // The essential edits happened.
-    let grub = std::fs::read_to_string(root.join("etc/default/grub")).unwrap();
+    let grub = std::fs::read_to_string(t.path().join("root/etc/default/grub")).unwrap();
     assert!(grub.contains("console=ttyS0") && grub.contains("net.ifnames=0"), "{grub}");
 }
 
 #[test]
 fn a_failing_essential_step_aborts_and_says_which() {
-    let t = tempfile::tempdir().unwrap();
-    let root = t.path().join("root");
-    debian_tree(&root);
-    let g = GuestRoot::open(&root).unwrap();
-    let sys = inspect::inspect(&g).unwrap();
-    let map = DevMap::default();
-    let rec = Recorder {
-        answers: vec![("chroot update-initramfs".into(), Err("out of space".into()))],
-        ..Recorder::default()
-    };
-    let mut log = Log::default();
-    let e = format!("{:#}", tree::run(&job(&g, &rec, &sys, &map), &mut log).unwrap_err());
+    let (_t, rec, _, r) = run_on_tree(vec![("chroot update-initramfs", Err("out of space"))]);
+    let e = format!("{:#}", r.err().unwrap());
     assert!(e.contains("step initramfs") && e.contains("out of space"), "{e}");
     assert!(!rec.log.lock().unwrap().iter().any(|c| c.contains("grub-mkconfig")));
 }

@@ -3,7 +3,7 @@
 //! error it reports it on the console and in /status and stays reachable.
 
 use crate::cmdline::{self, After, Config};
-use crate::status::{Shared, State};
+use crate::status::{Phase, Shared, State};
 use crate::{coldplug, inventory, kmod, mounts, net, reaper, status};
 use anyhow::Context;
 use ferry_replicator::receiver::{Receiver, TargetSpec};
@@ -39,7 +39,7 @@ pub fn run() -> ! {
     {
         let mut s = shared.lock().unwrap();
         s.config = Some(cfg.clone());
-        s.phase = "boot".into();
+        s.phase = Phase::Boot;
     }
     for p in early {
         State::problem(&shared, p);
@@ -52,12 +52,12 @@ pub fn run() -> ! {
         Ok(Err(e)) => {
             log::error!("fatal: {e:#}");
             State::problem(&shared, format!("fatal: {e:#}"));
-            State::set_phase(&shared, "failed");
+            State::set_phase(&shared, Phase::Failed);
             After::Wait
         }
         Err(_) => {
             State::problem(&shared, "fatal: the appliance pipeline panicked (see console)".into());
-            State::set_phase(&shared, "failed");
+            State::set_phase(&shared, Phase::Failed);
             After::Wait
         }
     };
@@ -65,7 +65,7 @@ pub fn run() -> ! {
 }
 
 fn boot(cfg: &Config, shared: &Shared) -> anyhow::Result<After> {
-    State::set_phase(shared, "drivers");
+    State::set_phase(shared, Phase::Drivers);
     let loader = kmod::Loader::for_running_kernel()?;
     let mut problems = Vec::new();
     let loaded = coldplug::run(&loader, std::path::Path::new("/sys"), &mut problems);
@@ -81,7 +81,7 @@ fn boot(cfg: &Config, shared: &Shared) -> anyhow::Result<After> {
     if early_status {
         status::serve(cfg.status, shared.clone())?;
     }
-    State::set_phase(shared, "network");
+    State::set_phase(shared, Phase::Network);
     for p in net::configure(&cfg.ip) {
         State::problem(shared, p);
     }
@@ -92,7 +92,7 @@ fn boot(cfg: &Config, shared: &Shared) -> anyhow::Result<After> {
         status::serve(cfg.status, shared.clone())?;
     }
     shared.lock().unwrap().ready_uptime_s = Some(crate::sysinfo::uptime());
-    State::set_phase(shared, "ready");
+    State::set_phase(shared, Phase::Ready);
     log::info!("ready");
     job(cfg, shared)
 }
@@ -106,7 +106,7 @@ fn job(cfg: &Config, shared: &Shared) -> anyhow::Result<After> {
             std::thread::sleep(Duration::from_secs(idle));
             let rx = shared.lock().unwrap().receiver.clone();
             if rx.is_none_or(|r| r.lock().unwrap().sessions == 0) {
-                State::set_phase(&shared, "idle-timeout");
+                State::set_phase(&shared, Phase::IdleTimeout);
                 log::info!("no sender within ferry.idle={idle}s; the job ends");
                 finish(after);
             }
@@ -133,7 +133,7 @@ fn job(cfg: &Config, shared: &Shared) -> anyhow::Result<After> {
         if !convert {
             return (true, "data complete; not converted (ferry.convert=no)".to_string());
         }
-        State::set_phase(&sh, "converting");
+        State::set_phase(&sh, Phase::Converting);
         let disks: Vec<std::path::PathBuf> = targets.iter().map(|t| t.path.clone().into()).collect();
         let opts = ferry_convert::Options {
             grow,
@@ -147,34 +147,35 @@ fn job(cfg: &Config, shared: &Shared) -> anyhow::Result<After> {
             error: Some("the converter panicked (see the console)".into()),
             ..Default::default()
         });
-        let json = serde_json::to_value(&rep).unwrap_or_default();
+        let text = serde_json::to_string_pretty(&rep).unwrap_or_default();
+        let ok = rep.ok;
         {
             let mut st = sh.lock().unwrap();
-            st.conversion = Some(json.clone());
             if let Some(e) = &rep.error {
                 st.problems.push(format!("conversion: {e}"));
             }
+            st.conversion = Some(rep);
         }
-        State::set_phase(&sh, if rep.ok { "converted" } else { "conversion-failed" });
-        (rep.ok, serde_json::to_string_pretty(&json).unwrap_or_default())
+        State::set_phase(&sh, if ok { Phase::Converted } else { Phase::ConversionFailed });
+        (ok, text)
     }));
     shared.lock().unwrap().receiver = Some(rx.status.clone());
     let listener = TcpListener::bind(cfg.listen).with_context(|| format!("listening on {}", cfg.listen))?;
-    State::set_phase(shared, "receiving");
+    State::set_phase(shared, Phase::Receiving);
     rx.serve(&listener)?;
-    let failed = shared.lock().unwrap().phase == "conversion-failed";
+    let failed = shared.lock().unwrap().phase == Phase::ConversionFailed;
     if failed {
         // Stay reachable so the operator can read /status; never power off a failed job.
         return Ok(After::Wait);
     }
-    State::set_phase(shared, "done");
+    State::set_phase(shared, Phase::Done);
     Ok(cfg.after)
 }
 
 /// No `ferry.token`: make a 128-bit one (waiting for the kernel's RNG if need be) and show it
 /// on the console only — never in the log, `dmesg` or /status.
 fn generated_token(shared: &Shared) -> anyhow::Result<String> {
-    State::set_phase(shared, "making-token");
+    State::set_phase(shared, Phase::MakingToken);
     let t = ferry_replicator::auth::generate_token()?;
     eprintln!("\n\n    ferry: no ferry.token was given; this appliance's token is:\n\n        {t}\n\n");
     log::info!("no ferry.token given: generated one, shown on the console only");

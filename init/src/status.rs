@@ -11,9 +11,35 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// Where the appliance is, in order (`/status` `phase`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    #[default]
+    Boot,
+    Drivers,
+    Network,
+    Ready,
+    MakingToken,
+    Receiving,
+    Converting,
+    Converted,
+    ConversionFailed,
+    Done,
+    IdleTimeout,
+    Failed,
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let v = serde_json::to_value(self).map_err(|_| std::fmt::Error)?;
+        f.write_str(v.as_str().unwrap_or("?"))
+    }
+}
+
 #[derive(Debug, Default, Serialize)]
 pub struct State {
-    pub phase: String,
+    pub phase: Phase,
     pub problems: Vec<String>,
     pub config: Option<Config>,
     pub ready_uptime_s: Option<f64>,
@@ -21,7 +47,7 @@ pub struct State {
     /// No ferry.token was given: the appliance made one and showed it on its console.
     pub token_generated: bool,
     /// The conversion report once conversion has run.
-    pub conversion: Option<serde_json::Value>,
+    pub conversion: Option<ferry_convert::Report>,
     /// The receiver's own status (transfer progress, failed authentications), when it runs.
     #[serde(skip)]
     pub receiver: Option<Arc<Mutex<ferry_replicator::receiver::RxStatus>>>,
@@ -30,9 +56,9 @@ pub struct State {
 pub type Shared = Arc<Mutex<State>>;
 
 impl State {
-    pub fn set_phase(shared: &Shared, phase: &str) {
+    pub fn set_phase(shared: &Shared, phase: Phase) {
         log::info!("phase: {phase}");
-        shared.lock().unwrap().phase = phase.to_string();
+        shared.lock().unwrap().phase = phase;
     }
 
     pub fn problem(shared: &Shared, p: String) {

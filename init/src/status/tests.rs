@@ -24,7 +24,7 @@ fn free_addr() -> std::net::SocketAddr {
 #[test]
 fn idle_connections_never_stall_the_status_endpoint() {
     let shared: Shared = Default::default();
-    shared.lock().unwrap().phase = "testing".into();
+    shared.lock().unwrap().phase = Phase::Converting;
     let addr = free_addr();
     serve(addr, shared).unwrap();
     let fds = || std::fs::read_dir("/proc/self/fd").unwrap().count();
@@ -39,7 +39,7 @@ fn idle_connections_never_stall_the_status_endpoint() {
     while t.elapsed() < CLIENT_TIMEOUT * 3 {
         let r = get(addr);
         if r.starts_with("HTTP/1.1 200") {
-            assert!(r.contains("\"phase\": \"testing\""), "{r}");
+            assert!(r.contains("\"phase\": \"converting\""), "{r}");
             answered = true;
             break;
         }

@@ -3,7 +3,7 @@
 //! built from what parses. Errors are fine; panics, hangs and huge allocations are not.
 #![no_main]
 
-use ferry_init::lvm::{self, meta};
+use ferry_convert::lvm::{self, meta};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
