@@ -101,6 +101,20 @@ fn sysconfig_kernel(s: &str) -> String {
         .collect()
 }
 
+/// Where dracut's image for kernel `k` goes: the name already there, else the family's.
+fn dracut_image(g: &GuestRoot, family: Family, k: &str) -> String {
+    let names =
+        [format!("boot/initramfs-{k}.img"), format!("boot/initrd-{k}"), format!("boot/initrd.img-{k}")];
+    if let Some(n) = names.iter().find(|n| g.exists(n)) {
+        return n.clone();
+    }
+    match family {
+        Family::Rhel => names[0].clone(),
+        Family::Suse => names[1].clone(),
+        Family::Debian | Family::Other => names[2].clone(),
+    }
+}
+
 /// Rebuilds the initramfs of every virtio-capable kernel with the system's own tool.
 pub fn initramfs(
     g: &GuestRoot,
@@ -128,12 +142,7 @@ pub fn initramfs(
             c.put(g, "etc/dracut.conf.d/90-ferry-virtio.conf", &conf)?;
             let drivers = DRIVERS.join(" ");
             for k in &kernels {
-                let rhel_name = format!("boot/initramfs-{k}.img");
-                let img = if g.exists(&rhel_name) || sys.family == Family::Rhel {
-                    format!("/{rhel_name}")
-                } else {
-                    format!("/boot/initrd.img-{k}")
-                };
+                let img = format!("/{}", dracut_image(g, sys.family, k));
                 run.run(root, &["dracut", "-f", "--add-drivers", &drivers, &img, k])?;
                 built.push(img);
             }

@@ -3,6 +3,7 @@
 //! backup and changes nothing), each change recorded for the report.
 
 use crate::guest::{GuestRoot, Kind};
+use crate::ifaces::Old;
 use crate::inspect::System;
 use crate::types::Family;
 use crate::{cmd::Runner, netcfg, rewrite};
@@ -77,18 +78,51 @@ pub fn boot_config(g: &GuestRoot, map: &rewrite::DevMap, c: &mut Changes) -> Res
     c.edit(g, "etc/fstab", |s| rewrite::fstab(s, map))?;
     c.edit(g, "etc/crypttab", |s| rewrite::crypttab(s, map))?;
     c.edit(g, "etc/default/grub", |s| rewrite::grub_default(s, map))?;
+    // Ubuntu's cloud images set the console in a drop-in that overrides /etc/default/grub.
+    for f in g.list("etc/default/grub.d")? {
+        if f.ends_with(".cfg") {
+            c.edit(g, &format!("etc/default/grub.d/{f}"), |s| rewrite::grub_default(s, map))?;
+        }
+    }
     c.edit(g, "etc/inittab", rewrite::inittab)?;
     c.edit(g, "etc/securetty", rewrite::securetty)?;
+    kernel_args(g, map, &[], c)
+}
+
+/// The kernel command lines outside /etc/default/grub: Boot Loader Specification entries,
+/// /etc/kernel/cmdline, GRUB's environment block (`kernelopts`); `extra` words added.
+pub fn kernel_args(g: &GuestRoot, map: &rewrite::DevMap, extra: &[&str], c: &mut Changes) -> Result<()> {
     for entry in g.list("boot/loader/entries")? {
         if entry.ends_with(".conf") {
-            c.edit(g, &format!("boot/loader/entries/{entry}"), |s| rewrite::bls_entry(s, map, &[]))?;
+            c.edit(g, &format!("boot/loader/entries/{entry}"), |s| rewrite::bls_entry(s, map, extra))?;
+        }
+    }
+    c.edit(g, "etc/kernel/cmdline", |s| rewrite::kernel_cmdline(s, map, extra))?;
+    for env in ["boot/grub2/grubenv", "boot/grub/grubenv"] {
+        if g.read(env)?.is_some_and(|s| s.contains("\nkernelopts=")) {
+            c.edit(g, env, |s| rewrite::grubenv(s, map, extra).unwrap_or_else(|| s.to_string()))?;
         }
     }
     Ok(())
 }
 
-/// Network: MAC bindings removed, static settings moved from `old` to `new` names.
-pub fn network(g: &GuestRoot, renames: &[(String, String)], c: &mut Changes) -> Result<()> {
+/// cloud-init renders its own network configuration on a machine it does not know (a new
+/// instance id), over the static one ferry kept: its network module is turned off.
+pub fn cloud_init_network(g: &GuestRoot, c: &mut Changes) -> Result<()> {
+    if !g.is_file("etc/cloud/cloud.cfg") {
+        return Ok(());
+    }
+    const FILE: &str = "etc/cloud/cloud.cfg.d/99-ferry-network.cfg";
+    let text = "# Written by ferry: keep the migrated network configuration.\nnetwork: {config: disabled}\n";
+    if c.put(g, FILE, text)? {
+        c.notes.push(format!("cloud-init: network configuration disabled in /{FILE}"));
+    }
+    Ok(())
+}
+
+/// Network: MAC bindings removed, static settings moved from `old` to `new` names (a pair
+/// with the same name twice only unbinds).
+pub fn network(g: &GuestRoot, renames: &[(String, String)], old: &Old, c: &mut Changes) -> Result<()> {
     for f in g.list("etc/udev/rules.d")? {
         let rel = format!("etc/udev/rules.d/{f}");
         if f.ends_with(".rules")
@@ -110,7 +144,16 @@ pub fn network(g: &GuestRoot, renames: &[(String, String)], c: &mut Changes) -> 
             c.edit(g, &rel, netcfg::nm_keyfile_unbind)?;
         }
     }
+    let mut macs_of: std::collections::BTreeMap<String, Vec<String>> = std::collections::BTreeMap::new();
+    for (m, n) in &old.macs {
+        macs_of.entry(n.clone()).or_default().push(m.clone());
+    }
     for (old, new) in renames {
+        // The addresses follow the interface (through a temporary name too); a pseudo-name
+        // `mac:ADDR` (an interface known only by its MAC) is that address.
+        let mut macs = macs_of.get(old).cloned().unwrap_or_default();
+        macs.extend(old.strip_prefix("mac:").map(String::from));
+        macs_of.entry(new.clone()).or_default().extend(macs.clone());
         c.edit(g, "etc/network/interfaces", |s| netcfg::interfaces(s, old, new))?;
         for f in g.list("etc/network/interfaces.d")? {
             c.edit(g, &format!("etc/network/interfaces.d/{f}"), |s| netcfg::interfaces(s, old, new))?;
@@ -122,7 +165,7 @@ pub fn network(g: &GuestRoot, renames: &[(String, String)], c: &mut Changes) -> 
         }
         for f in g.list("etc/systemd/network")? {
             if f.ends_with(".network") {
-                c.edit(g, &format!("etc/systemd/network/{f}"), |s| netcfg::networkd(s, old, new))?;
+                c.edit(g, &format!("etc/systemd/network/{f}"), |s| netcfg::networkd(s, old, new, &macs))?;
             }
         }
         for f in g.list("etc/NetworkManager/system-connections")? {
@@ -134,6 +177,10 @@ pub fn network(g: &GuestRoot, renames: &[(String, String)], c: &mut Changes) -> 
         for dir in ["etc/sysconfig/network-scripts", "etc/sysconfig/network"] {
             let from = format!("{dir}/ifcfg-{old}");
             let to = format!("{dir}/ifcfg-{new}");
+            if old == new {
+                c.edit(g, &from, |s| netcfg::ifcfg(s, old, new))?;
+                continue;
+            }
             if g.is_file(&from) && !g.exists(&to) {
                 c.edit(g, &from, |s| netcfg::ifcfg(s, old, new))?;
                 g.rename(&from, &to)?;
@@ -156,58 +203,6 @@ pub fn network(g: &GuestRoot, renames: &[(String, String)], c: &mut Changes) -> 
         }
     }
     Ok(())
-}
-
-/// Interfaces the old configuration names (ethX, enoX…), first to last.
-pub fn old_interfaces(g: &GuestRoot) -> Result<Vec<String>> {
-    let mut names: Vec<String> = Vec::new();
-    let mut add = |n: &str| {
-        if n != "lo" && !n.is_empty() && !names.iter().any(|x| x == n) {
-            names.push(n.to_string());
-        }
-    };
-    let mut interfaces = g.read_or_empty("etc/network/interfaces")?;
-    for f in g.list("etc/network/interfaces.d")? {
-        if g.is_file(&format!("etc/network/interfaces.d/{f}")) {
-            interfaces.push_str(&g.read_or_empty(&format!("etc/network/interfaces.d/{f}"))?);
-        }
-    }
-    for l in interfaces.lines() {
-        let w: Vec<&str> = l.split_whitespace().collect();
-        if w.first() == Some(&"iface") && w.len() > 1 {
-            add(w[1].split(':').next().unwrap_or(""));
-        }
-    }
-    for dir in ["etc/sysconfig/network-scripts", "etc/sysconfig/network"] {
-        for f in g.list(dir)? {
-            if let Some(n) = f.strip_prefix("ifcfg-").filter(|n| !n.contains('.') && !n.contains('~')) {
-                add(n);
-            }
-        }
-    }
-    for f in g.list("etc/netplan")? {
-        if f.ends_with(".yaml") {
-            for n in netcfg::netplan_names(&g.read_or_empty(&format!("etc/netplan/{f}"))?) {
-                add(&n);
-            }
-        }
-    }
-    for f in g.list("etc/systemd/network")? {
-        if f.ends_with(".network") {
-            for n in netcfg::networkd_names(&g.read_or_empty(&format!("etc/systemd/network/{f}"))?) {
-                add(&n);
-            }
-        }
-    }
-    for f in g.list("etc/NetworkManager/system-connections")? {
-        if f.ends_with(".nmconnection") {
-            let text = g.read_or_empty(&format!("etc/NetworkManager/system-connections/{f}"))?;
-            if let Some(n) = netcfg::nm_keyfile_name(&text) {
-                add(&n);
-            }
-        }
-    }
-    Ok(names)
 }
 
 const GUEST_PACKAGES: &[&str] = &[

@@ -20,6 +20,7 @@ pub mod cmd;
 pub mod fixes;
 pub mod grow;
 pub mod guest;
+pub mod ifaces;
 pub mod inspect;
 pub mod lvm;
 pub mod machine;

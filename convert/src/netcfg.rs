@@ -100,8 +100,9 @@ pub fn netplan(text: &str, old: &str, new: &str) -> String {
     out
 }
 
-/// systemd-networkd .network: `[Match] MACAddress=` becomes `Name=<new>`; `Name=<old>` too.
-pub fn networkd(text: &str, old: &str, new: &str) -> String {
+/// systemd-networkd .network: `[Match] Name=<old>`, or `MACAddress=` one of `macs` (the old
+/// interface's addresses), becomes `Name=<new>`.
+pub fn networkd(text: &str, old: &str, new: &str, macs: &[String]) -> String {
     let mut out = String::new();
     let mut in_match = false;
     let mut named = false;
@@ -110,7 +111,10 @@ pub fn networkd(text: &str, old: &str, new: &str) -> String {
         if t.starts_with('[') {
             in_match = t == "[Match]";
         }
-        if in_match && (t.starts_with("MACAddress=") || t == format!("Name={old}")) {
+        let mac = t
+            .strip_prefix("MACAddress=")
+            .is_some_and(|v| v.split_whitespace().any(|m| macs.iter().any(|x| x.eq_ignore_ascii_case(m))));
+        if in_match && (mac || t == format!("Name={old}")) {
             if !named {
                 out.push_str(&format!("Name={new}\n"));
                 named = true;
@@ -122,66 +126,10 @@ pub fn networkd(text: &str, old: &str, new: &str) -> String {
     out
 }
 
-/// The interface names a netplan file configures (`ethernets:` keys).
-pub fn netplan_names(text: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    // (indent of `ethernets:`, indent of its children once seen)
-    let mut section: Option<(usize, Option<usize>)> = None;
-    for l in text.lines() {
-        let t = l.trim();
-        if t.is_empty() || t.starts_with('#') {
-            continue;
-        }
-        let ind = indent(l);
-        if section.is_some_and(|(s, _)| ind <= s) {
-            section = None;
-        }
-        if t == "ethernets:" {
-            section = Some((ind, None));
-            continue;
-        }
-        if let Some((s, child)) = &mut section {
-            let c = *child.get_or_insert(ind);
-            if ind == c && ind > *s && t.ends_with(':') {
-                out.push(t.trim_end_matches(':').trim_matches('"').to_string());
-            }
-        }
-    }
-    out
-}
-
-/// The interface names a networkd `.network` file matches by exact `Name=` (globs left out).
-pub fn networkd_names(text: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut in_match = false;
-    for l in text.lines() {
-        let t = l.trim();
-        if t.starts_with('[') {
-            in_match = t == "[Match]";
-        } else if let Some(v) = t.strip_prefix("Name=").filter(|_| in_match) {
-            out.extend(v.split_whitespace().filter(|n| !n.contains(['*', '?', '['])).map(String::from));
-        }
-    }
-    out
-}
-
-fn keyfile_section(t: &str, cur: &mut String) {
+pub(crate) fn keyfile_section(t: &str, cur: &mut String) {
     if t.starts_with('[') && t.ends_with(']') {
         *cur = t.to_string();
     }
-}
-
-/// The interface a NetworkManager keyfile is bound to by name (`[connection] interface-name=`).
-pub fn nm_keyfile_name(text: &str) -> Option<String> {
-    let mut sec = String::new();
-    text.lines().find_map(|l| {
-        let t = l.trim();
-        keyfile_section(t, &mut sec);
-        (sec == "[connection]")
-            .then(|| t.strip_prefix("interface-name="))
-            .flatten()
-            .map(|v| v.trim().to_string())
-    })
 }
 
 /// NetworkManager keyfile: MAC bindings out (`[ethernet] mac-address=`; the connection then
@@ -333,9 +281,11 @@ network:
         let before = "[Match]\nMACAddress=00:16:3e:00:00:01\n\n[Network]\nAddress=192.0.2.10/24\nGateway=192.0.2.1\nDNS=192.0.2.53\n";
         let after =
             "[Match]\nName=ens3\n\n[Network]\nAddress=192.0.2.10/24\nGateway=192.0.2.1\nDNS=192.0.2.53\n";
-        assert_eq!(networkd(before, "eth0", "ens3"), after);
+        let macs = vec!["00:16:3E:00:00:01".to_string()];
+        assert_eq!(networkd(before, "eth0", "ens3", &macs), after);
+        assert_eq!(networkd(before, "eth1", "ens4", &[]), before, "another NIC's MAC stays");
         assert_eq!(
-            networkd("[Match]\nName=eth0\n[Network]\nDHCP=yes\n", "eth0", "ens3"),
+            networkd("[Match]\nName=eth0\n[Network]\nDHCP=yes\n", "eth0", "ens3", &[]),
             "[Match]\nName=ens3\n[Network]\nDHCP=yes\n"
         );
         assert!(is_mac_link("[Match]\nMACAddress=00:16:3e:00:00:01\n[Link]\nName=lan0\n"));

@@ -31,17 +31,20 @@ pub fn plan(old: &[String], nics: &Nics) -> (Vec<(String, String)>, bool) {
 }
 
 /// The renames to apply, in an order that never renames onto a name still in use: when a new
-/// name is also an old one (ens3→eth0 while eth0→eth1), through temporary names first.
+/// name is also an old one (ens3→eth0 while eth0→eth1), through temporary names first. Names
+/// that stay come last as (name, name): their MAC bindings go all the same.
 pub fn rename_order(pairs: &[(String, String)]) -> Vec<(String, String)> {
     let moves: Vec<&(String, String)> = pairs.iter().filter(|(a, b)| a != b).collect();
+    let stays = pairs.iter().filter(|(a, b)| a == b).cloned();
     let clash = moves.iter().any(|(_, b)| pairs.iter().any(|(a, _)| a == b));
     if !clash {
-        return moves.into_iter().cloned().collect();
+        return moves.into_iter().cloned().chain(stays).collect();
     }
     let tmp = |i: usize| format!("ferrynic{i}");
     let mut out: Vec<(String, String)> =
         moves.iter().enumerate().map(|(i, (a, _))| (a.clone(), tmp(i))).collect();
     out.extend(moves.iter().enumerate().map(|(i, (_, b))| (tmp(i), b.clone())));
+    out.extend(stays);
     out
 }
 
@@ -57,12 +60,14 @@ mod tests {
     fn kernel_names_in_order() {
         let (p, k) = plan(&s(&["eth0", "eth1"]), &Nics::Kernel);
         assert!(k);
-        assert!(rename_order(&p).is_empty());
+        assert_eq!(rename_order(&p), p, "names that stay are still unbound from their MACs");
         let (p, _) = plan(&s(&["ens192", "eth0"]), &Nics::Kernel);
         assert_eq!(p, vec![("ens192".into(), "eth0".into()), ("eth0".into(), "eth1".into())]);
         let r = rename_order(&p);
         assert_eq!(r[0], ("ens192".into(), "ferrynic0".into()));
         assert_eq!(r.last().unwrap(), &("ferrynic1".to_string(), "eth1".to_string()));
+        let (p, _) = plan(&s(&["eth0", "ens4"]), &Nics::Kernel);
+        assert_eq!(rename_order(&p), vec![("ens4".into(), "eth1".into()), ("eth0".into(), "eth0".into())]);
         assert_eq!(plan(&[], &Nics::Kernel), (vec![], false));
         let (p, k) = plan(&s(&["eth0"]), &Nics::Names(s(&["ens3"])));
         assert_eq!((p, k), (vec![("eth0".into(), "ens3".into())], false));

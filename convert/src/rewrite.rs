@@ -154,6 +154,24 @@ pub fn bls_entry(text: &str, map: &DevMap, extra: &[&str]) -> String {
     })
 }
 
+/// /etc/kernel/cmdline (kernel-install's arguments for new kernels): one command line.
+pub fn kernel_cmdline(text: &str, map: &DevMap, extra: &[&str]) -> String {
+    let nl = if text.ends_with('\n') { "\n" } else { "" };
+    format!("{}{nl}", args_with(text.split_whitespace().collect(), extra, map))
+}
+
+/// GRUB's environment block (`/boot/grub2/grubenv`, RHEL 8's `kernelopts`): the
+/// `kernelopts=` line rewritten, the block kept at its size by its `#` padding. `None` when
+/// the new line does not fit (the block is left alone).
+pub fn grubenv(text: &str, map: &DevMap, extra: &[&str]) -> Option<String> {
+    let body = map_lines(text.trim_end_matches('#'), |l| {
+        let v = l.strip_prefix("kernelopts=")?;
+        Some(format!("kernelopts={}", args_with(v.split_whitespace().collect(), extra, map)))
+    });
+    let pad = text.len().checked_sub(body.len())?;
+    Some(format!("{body}{}", "#".repeat(pad)))
+}
+
 /// /etc/default/grub: `word` added to GRUB_CMDLINE_LINUX (once).
 pub fn grub_default_add(text: &str, word: &str) -> String {
     let mut out = String::new();
@@ -224,6 +242,31 @@ mod tests {
         m.add(0, 2, "UUID=2222-bbbb");
         m.add(1, 1, "UUID=3333-cccc");
         m
+    }
+
+    #[test]
+    fn grubenv_keeps_its_size() {
+        let mut env =
+            "# GRUB Environment Block\nsaved_entry=x\nkernelopts=root=/dev/xvda2 ro console=hvc0 \n"
+                .to_string();
+        env.push_str(&"#".repeat(1024 - env.len()));
+        let out = grubenv(&env, &map(), &["net.ifnames=0"]).unwrap();
+        assert_eq!(out.len(), 1024);
+        assert!(
+            out.contains("\nkernelopts=root=UUID=2222-bbbb ro console=ttyS0,115200 net.ifnames=0\n#"),
+            "{out}"
+        );
+        assert!(out.starts_with("# GRUB Environment Block\nsaved_entry=x\n"));
+        let words: Vec<String> = (0..200).map(|i| format!("a{i}")).collect();
+        let full = format!("kernelopts={}\n", words.join(" "));
+        assert!(
+            grubenv(&full, &map(), &["net.ifnames=0"]).is_none(),
+            "a line that no longer fits is refused"
+        );
+        assert_eq!(
+            kernel_cmdline("root=/dev/xvda1 console=hvc0\n", &map(), &[]),
+            "root=UUID=1111-aaaa console=ttyS0,115200\n"
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@ use crate::boot::{self, Boot, GrubConfig};
 use crate::cmd::Runner;
 use crate::fixes::{self, Changes};
 use crate::guest::GuestRoot;
+use crate::ifaces;
 use crate::inspect::System;
 use crate::machine::GrubMode;
 use crate::nics::{self, Nics};
@@ -52,19 +53,14 @@ pub fn run(j: &Job, log: &mut Log) -> Result<Done> {
     log.step("device-caches", Class::Essential, || fixes::device_caches(g, &mut c))?;
     let interfaces = log
         .step("network", Class::Essential, || {
-            let old = fixes::old_interfaces(g)?;
-            let (pairs, kernel_names) = nics::plan(&old, j.nics);
+            let old = ifaces::old_interfaces(g)?;
+            let (pairs, kernel_names) = nics::plan(&old.names, j.nics);
             if kernel_names {
                 c.edit(g, "etc/default/grub", |s| rewrite::grub_default_add(s, IFNAMES))?;
-                for e in g.list("boot/loader/entries")? {
-                    if e.ends_with(".conf") {
-                        c.edit(g, &format!("boot/loader/entries/{e}"), |s| {
-                            rewrite::bls_entry(s, j.map, &[IFNAMES])
-                        })?;
-                    }
-                }
+                fixes::kernel_args(g, j.map, &[IFNAMES], &mut c)?;
             }
-            fixes::network(g, &nics::rename_order(&pairs), &mut c)?;
+            fixes::cloud_init_network(g, &mut c)?;
+            fixes::network(g, &nics::rename_order(&pairs), &old, &mut c)?;
             Ok((pairs, kernel_names))
         })?
         .unwrap_or_default();
