@@ -10,6 +10,7 @@ use crate::fat::Fat;
 use crate::grub::{self, Target};
 use crate::tools::{require, run};
 use anyhow::{bail, Context, Result};
+use ferry_formats::guid;
 use ferry_init::inventory::APPLIANCE_PARTITION_NAME;
 use gptman::{GPTPartitionEntry, GPT};
 use std::io::{Seek, SeekFrom, Write};
@@ -23,8 +24,6 @@ const ESP_START: u64 = BIOS_START + BIOS_SECTORS;
 const ESP_MIN_MIB: u64 = 40;
 /// Room for customized initramfs images.
 const ESP_SLACK_MIB: u64 = 16;
-const BIOS_BOOT_TYPE: &str = "21686148-6449-6E6F-744E-656564454649";
-pub const ESP_TYPE: &str = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B";
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Format {
@@ -48,17 +47,6 @@ pub fn detect(path: &Path) -> Result<Format> {
     let head =
         ferry_init::inventory::read_head(path, 4).with_context(|| format!("reading {}", path.display()))?;
     Ok(if head == b"QFI\xfb" { Format::Qcow2 } else { Format::Raw })
-}
-
-fn guid_bytes(text: &str) -> [u8; 16] {
-    let h: Vec<u8> = text
-        .chars()
-        .filter(|c| *c != '-')
-        .collect::<Vec<_>>()
-        .chunks(2)
-        .map(|p| u8::from_str_radix(&p.iter().collect::<String>(), 16).unwrap())
-        .collect();
-    [h[3], h[2], h[1], h[0], h[5], h[4], h[7], h[6], h[8], h[9], h[10], h[11], h[12], h[13], h[14], h[15]]
 }
 
 /// A stable GUID (version 4 layout) derived from `seed`, so the same inputs give the same image.
@@ -101,7 +89,7 @@ pub fn write_raw(c: &Contents, work: &Path, out: &Path) -> Result<()> {
     f.set_len(total)?;
     let mut gpt = GPT::new_from(&mut f, 512, stable_guid(&seed, 1)).context("creating the GPT")?;
     gpt[1] = GPTPartitionEntry {
-        partition_type_guid: guid_bytes(BIOS_BOOT_TYPE),
+        partition_type_guid: guid::BIOS_BOOT,
         unique_partition_guid: stable_guid(&seed, 2),
         starting_lba: BIOS_START,
         ending_lba: BIOS_START + BIOS_SECTORS - 1,
@@ -109,7 +97,7 @@ pub fn write_raw(c: &Contents, work: &Path, out: &Path) -> Result<()> {
         partition_name: "BIOS boot".into(),
     };
     gpt[2] = GPTPartitionEntry {
-        partition_type_guid: guid_bytes(ESP_TYPE),
+        partition_type_guid: guid::ESP,
         unique_partition_guid: stable_guid(&seed, 3),
         starting_lba: ESP_START,
         ending_lba: ESP_START + esp_mib * MIB / 512 - 1,
@@ -206,8 +194,6 @@ mod tests {
 
     #[test]
     fn guids() {
-        let g = guid_bytes(ESP_TYPE);
-        assert_eq!(crate::iso::guid(&g), ESP_TYPE);
         assert_eq!(stable_guid(b"a", 1), stable_guid(b"a", 1));
         assert_ne!(stable_guid(b"a", 1), stable_guid(b"a", 2));
         assert_eq!(stable_guid(b"a", 1)[7] >> 4, 4);

@@ -114,7 +114,7 @@ pub fn unpack(iso: &Path, work: &Path) -> Result<Staged> {
     let esp = gpt
         .iter()
         .map(|(_, p)| p)
-        .find(|p| p.is_used() && guid(&p.partition_type_guid) == crate::disk::ESP_TYPE)
+        .find(|p| p.is_used() && p.partition_type_guid == ferry_formats::guid::ESP)
         .with_context(|| format!("{}: no EFI system partition in its GPT", iso.display()))?;
     let (start, len) = (esp.starting_lba * 512, (esp.ending_lba + 1 - esp.starting_lba) * 512);
     let mut data = vec![0u8; len as usize];
@@ -138,22 +138,4 @@ fn make_writable(dir: &Path) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// A GPT GUID in its text form (mixed-endian fields).
-pub fn guid(b: &[u8; 16]) -> String {
-    format!(
-        "{:02X}{:02X}{:02X}{:02X}-{:02X}{:02X}-{:02X}{:02X}-{:02X}{:02X}-{}",
-        b[3],
-        b[2],
-        b[1],
-        b[0],
-        b[5],
-        b[4],
-        b[7],
-        b[6],
-        b[8],
-        b[9],
-        b[10..].iter().map(|x| format!("{x:02X}")).collect::<String>()
-    )
 }
