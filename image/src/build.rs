@@ -6,7 +6,7 @@ use crate::cpio::{Archive, Node};
 use crate::tools::write_atomic;
 use crate::{kernel, BuildArgs};
 use anyhow::{bail, Context, Result};
-use ferry_init::kmod::ModuleDb;
+use ferry_boot::kmod::ModuleDb;
 use std::collections::BTreeSet;
 
 /// Drivers the appliance may need on any transit VM, and filesystems/crypto it mounts.
@@ -130,7 +130,7 @@ pub fn run(a: BuildArgs) -> Result<()> {
         dep_lines.push_str(&format!("{rel}: {}\n", deps.join(" ")));
     }
     let read = |f: &str| std::fs::read_to_string(k.modules.join(f)).unwrap_or_default();
-    let included = |name: &str| mods.contains(&ferry_init::kmod::normalize(name));
+    let included = |name: &str| mods.contains(&ferry_boot::kmod::normalize(name));
     ar.file(&format!("{mdir}/modules.dep"), dep_lines.into_bytes(), 0o644);
     let alias = filter_lines(&read("modules.alias"), |l| l.split_whitespace().nth(2).is_some_and(included));
     ar.file(&format!("{mdir}/modules.alias"), alias.into_bytes(), 0o644);

@@ -28,7 +28,7 @@ fn detect(p: &Path) -> Result<Kind> {
         );
     }
     let head =
-        &ferry_init::inventory::read_head(p, 0x8006).with_context(|| format!("reading {}", p.display()))?;
+        &ferry_boot::medium::read_head(p, 0x8006).with_context(|| format!("reading {}", p.display()))?;
     Ok(if head.get(0x8001..0x8006) == Some(b"CD001") {
         Kind::Iso
     } else if head.starts_with(b"QFI\xfb") || head.get(512..520) == Some(b"EFI PART") {
@@ -48,7 +48,7 @@ fn settings(a: &CustomizeArgs) -> Result<(Vec<String>, String)> {
     let mut words = Vec::new();
     if let Some(t) = &a.token {
         let t = if t == "auto" {
-            let t = ferry_replicator::auth::generate_token()?;
+            let t = ferry_boot::token::generate()?;
             // The one place it is shown: give it to `ferry send` (--token-file or --token).
             println!("token: {t}");
             t
@@ -65,7 +65,7 @@ fn settings(a: &CustomizeArgs) -> Result<(Vec<String>, String)> {
         words.push(format!("ferry.after={x}"));
     }
     let mut kernel = Vec::new();
-    for w in ferry_init::cmdline::split(a.cmdline.as_deref().unwrap_or_default()) {
+    for w in ferry_boot::cmdline::split(a.cmdline.as_deref().unwrap_or_default()) {
         if w.starts_with("ferry.") || w.starts_with("ip=") {
             words.push(w);
         } else {

@@ -10,8 +10,8 @@ use crate::fat::Fat;
 use crate::grub::{self, Target};
 use crate::tools::{require, run};
 use anyhow::{bail, Context, Result};
+use ferry_boot::medium::APPLIANCE_PARTITION_NAME;
 use ferry_formats::guid;
-use ferry_init::inventory::APPLIANCE_PARTITION_NAME;
 use gptman::{GPTPartitionEntry, GPT};
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -45,7 +45,7 @@ impl std::str::FromStr for Format {
 /// The format of an existing image file, from its magic.
 pub fn detect(path: &Path) -> Result<Format> {
     let head =
-        ferry_init::inventory::read_head(path, 4).with_context(|| format!("reading {}", path.display()))?;
+        ferry_boot::medium::read_head(path, 4).with_context(|| format!("reading {}", path.display()))?;
     Ok(if head == b"QFI\xfb" { Format::Qcow2 } else { Format::Raw })
 }
 

@@ -5,7 +5,7 @@
 
 use crate::cpio::{Archive, Node};
 use anyhow::{bail, Context, Result};
-use ferry_init::cmdline;
+use ferry_boot::cmdline;
 
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 const CONFIG_PATH: &str = "etc/ferry/config";

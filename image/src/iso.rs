@@ -8,7 +8,7 @@ use crate::fat::Fat;
 use crate::grub::{self, Target};
 use crate::tools::{epoch, require, run, set_times, utc_stamp};
 use anyhow::{bail, Context, Result};
-use ferry_init::inventory::APPLIANCE_VOLUME_ID;
+use ferry_boot::medium::APPLIANCE_VOLUME_ID;
 use std::path::{Path, PathBuf};
 
 const ELTORITO: &str = "boot/grub/i386-pc/eltorito.img";

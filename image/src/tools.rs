@@ -23,7 +23,7 @@ pub fn epoch() -> Result<u64> {
 /// Runs a tool with `SOURCE_DATE_EPOCH` set; the error names the command line and its output.
 pub fn run(argv: &[&str]) -> Result<String> {
     let e = epoch()?.to_string();
-    ferry_init::cmd::run_env(
+    ferry_convert::cmd::run_env(
         None,
         argv,
         &[("SOURCE_DATE_EPOCH", &e), ("TZ", "UTC"), ("MTOOLS_SKIP_CHECK", "1")],

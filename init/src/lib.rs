@@ -2,12 +2,11 @@
 //! database) and the host subcommands.
 
 pub mod cli;
+pub use ferry_boot::{cmdline, kmod};
 /// The command runner lives with the conversion; re-exported for `ferry-image`.
 pub use ferry_convert::cmd;
-pub mod cmdline;
 pub mod coldplug;
 pub mod inventory;
-pub mod kmod;
 pub mod logger;
 pub mod mounts;
 pub mod net;

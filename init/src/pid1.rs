@@ -176,7 +176,7 @@ fn job(cfg: &Config, shared: &Shared) -> anyhow::Result<After> {
 /// on the console only — never in the log, `dmesg` or /status.
 fn generated_token(shared: &Shared) -> anyhow::Result<String> {
     State::set_phase(shared, Phase::MakingToken);
-    let t = ferry_replicator::auth::generate_token()?;
+    let t = ferry_boot::token::generate()?;
     eprintln!("\n\n    ferry: no ferry.token was given; this appliance's token is:\n\n        {t}\n\n");
     log::info!("no ferry.token given: generated one, shown on the console only");
     shared.lock().unwrap().token_generated = true;

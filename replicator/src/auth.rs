@@ -150,16 +150,6 @@ pub fn server(sock: TcpStream, id: &Identity) -> Result<ServerStream> {
     Ok(rustls::StreamOwned::new(conn, sock))
 }
 
-/// A fresh 128-bit token, as 8 groups of 4 hex digits (`3f9a-…`). Waits for the kernel's
-/// random number generator.
-pub fn generate_token() -> Result<String> {
-    use ring::rand::SecureRandom;
-    let mut b = [0u8; 16];
-    ring::rand::SystemRandom::new().fill(&mut b).map_err(|_| anyhow::anyhow!("no random numbers"))?;
-    let hex: Vec<String> = b.chunks(2).map(|c| format!("{:02x}{:02x}", c[0], c[1])).collect();
-    Ok(hex.join("-"))
-}
-
 #[derive(Clone, Copy)]
 pub enum Role {
     Sender,
