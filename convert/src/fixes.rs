@@ -1,6 +1,6 @@
 //! Applies the configuration fixes to the migrated system through the guest root: each
-//! modified file first saved as `<file>.pre-ferry` (once: a second run keeps the original
-//! backup and changes nothing), each change recorded for the report.
+//! modified file first saved under `/var/lib/ferry/pre-ferry/` (once: a second run keeps the
+//! original backup and changes nothing), each change recorded for the report.
 
 use crate::guest::{GuestRoot, Kind};
 use crate::ifaces::Old;
@@ -33,7 +33,7 @@ impl Changes {
         }
         g.backup_once(rel)?;
         g.write(rel, new.as_bytes())?;
-        log::info!("convert: rewrote {rel} (original in {rel}.pre-ferry)");
+        log::info!("convert: rewrote {rel} (original in /{})", crate::guest::backup_path(rel));
         self.files.push(rel.to_string());
         Ok(true)
     }
@@ -51,7 +51,8 @@ impl Changes {
         Ok(true)
     }
 
-    /// Moves a file (or link) aside to `.pre-ferry`; removes a directory tree.
+    /// Moves a file (or link) to the backups (`/var/lib/ferry/pre-ferry/…`, once); removes a
+    /// directory tree.
     pub fn remove(&mut self, g: &GuestRoot, rel: &str, why: &str) -> Result<()> {
         match g.lkind(rel)? {
             None => return Ok(()),
@@ -59,12 +60,17 @@ impl Changes {
                 g.remove(rel)?;
             }
             Some(_) => {
-                let backup = format!("{rel}.pre-ferry");
-                if g.lkind(&backup)?.is_some() {
-                    g.remove(rel)?;
-                } else {
-                    g.rename(rel, &backup)?;
+                let backup = crate::guest::backup_path(rel);
+                if g.lkind(&backup)?.is_none() {
+                    if let Some((dir, _)) = backup.rsplit_once('/') {
+                        g.create_dir_all(dir)?;
+                    }
+                    // Across filesystems (a separate /var) the rename cannot work: copy a file.
+                    if g.rename(rel, &backup).is_err() && g.is_file(rel) {
+                        g.backup_once(rel)?;
+                    }
                 }
+                g.remove(rel)?;
             }
         }
         log::info!("convert: removed {rel} ({why})");

@@ -21,6 +21,23 @@ use std::path::{Path, PathBuf};
 /// The largest configuration file read (a bigger one is an error, not a truncated read).
 pub const MAX_READ: u64 = 16 << 20;
 
+/// Where the originals of changed files are kept, by their path.
+pub const BACKUPS: &str = "var/lib/ferry/pre-ferry";
+
+/// The backup of guest path `p`.
+pub fn backup_path(p: &str) -> String {
+    format!("{BACKUPS}/{}", rel(p).trim_end_matches('/'))
+}
+
+/// Mode, owner and SELinux label of a file.
+#[derive(Debug, Clone)]
+struct Perms {
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    label: Option<Vec<u8>>,
+}
+
 /// What a guest path is, after resolution inside the root.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -35,6 +52,35 @@ pub enum Kind {
 pub struct GuestRoot {
     path: PathBuf,
     dir: OwnedFd,
+    /// The mounts that are the migrated system's own (the root's, then what its fstab mounted):
+    /// anything resolving onto another mount (the /proc, /sys, /dev and /run bound in for
+    /// chrooted tools) is refused.
+    mounts: std::sync::Mutex<Vec<u64>>,
+}
+
+/// The id of the mount an open file is on (statx `STATX_MNT_ID`).
+fn mount_id(fd: &OwnedFd) -> nix::Result<u64> {
+    // SAFETY: statx fills the zeroed struct; the empty path with AT_EMPTY_PATH names `fd`.
+    let mut st: libc::statx = unsafe { std::mem::zeroed() };
+    let r = unsafe {
+        libc::statx(fd.as_raw_fd(), c"".as_ptr(), libc::AT_EMPTY_PATH, libc::STATX_MNT_ID, &mut st)
+    };
+    if r != 0 {
+        return Err(Errno::last());
+    }
+    if st.stx_mask & libc::STATX_MNT_ID == 0 {
+        return Err(Errno::ENOSYS);
+    }
+    Ok(st.stx_mnt_id)
+}
+
+/// Errors of resolution, with EXDEV (our refusal of foreign mounts) explained.
+fn explain(e: Errno) -> anyhow::Error {
+    if e == Errno::EXDEV {
+        anyhow::anyhow!("it resolves onto a filesystem that is not the migrated system's (the appliance's /proc, /sys, /dev or /run)")
+    } else {
+        e.into()
+    }
 }
 
 fn how(flags: OFlag) -> OpenHow {
@@ -71,7 +117,17 @@ impl GuestRoot {
         let dir =
             nix::fcntl::open(&path, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
                 .with_context(|| format!("opening the guest root {}", path.display()))?;
-        Ok(GuestRoot { path, dir })
+        let id = mount_id(&dir).with_context(|| format!("the mount of {}", path.display()))?;
+        Ok(GuestRoot { path, dir, mounts: std::sync::Mutex::new(vec![id]) })
+    }
+
+    /// Counts the filesystem mounted at `at` (inside the root) as the migrated system's own.
+    pub fn allow_mount(&self, at: &Path) -> Result<()> {
+        let fd = nix::fcntl::open(at, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
+            .with_context(|| format!("opening {}", at.display()))?;
+        let id = mount_id(&fd).with_context(|| format!("the mount of {}", at.display()))?;
+        self.mounts.lock().map_err(|_| anyhow::anyhow!("guest root lock poisoned"))?.push(id);
+        Ok(())
     }
 
     /// Where the root is on this machine: only for chrooting the guest's own tools and for
@@ -81,7 +137,12 @@ impl GuestRoot {
     }
 
     fn resolve(&self, p: &str, flags: OFlag) -> nix::Result<OwnedFd> {
-        openat2(self.dir.as_fd(), rel(p), how(flags))
+        let fd = openat2(self.dir.as_fd(), rel(p), how(flags))?;
+        let id = mount_id(&fd)?;
+        match self.mounts.lock() {
+            Ok(m) if m.contains(&id) => Ok(fd),
+            _ => Err(Errno::EXDEV),
+        }
     }
 
     fn kind_of(fd: &OwnedFd) -> Result<Kind> {
@@ -101,7 +162,7 @@ impl GuestRoot {
         match self.resolve(p, OFlag::O_PATH) {
             Ok(fd) => Ok(Some(Self::kind_of(&fd)?)),
             Err(Errno::ENOENT | Errno::ENOTDIR | Errno::ELOOP) => Ok(None),
-            Err(e) => Err(e).with_context(|| format!("resolving guest /{}", rel(p))),
+            Err(e) => Err(explain(e)).with_context(|| format!("resolving guest /{}", rel(p))),
         }
     }
 
@@ -126,19 +187,31 @@ impl GuestRoot {
 
     /// The bytes of a regular file; `None` when it does not exist.
     pub fn read_bytes(&self, p: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self.read_with_perms(p)?.map(|(b, _)| b))
+    }
+
+    /// [`read_bytes`](Self::read_bytes) with the file's mode, owner and SELinux label.
+    fn read_with_perms(&self, p: &str) -> Result<Option<(Vec<u8>, Perms)>> {
         let shown = format!("guest /{}", rel(p));
         let fd = match self.resolve(p, OFlag::O_PATH) {
             Ok(fd) => fd,
             Err(Errno::ENOENT) => return Ok(None),
-            Err(e) => return Err(e).with_context(|| format!("opening {shown}")),
+            Err(e) => return Err(explain(e)).with_context(|| format!("opening {shown}")),
         };
         let kind = Self::kind_of(&fd)?;
         ensure!(kind == Kind::File, "{shown} is not a regular file ({kind:?}); refusing to read it");
         let mut f = Self::reopen(&fd, OFlag::O_RDONLY).with_context(|| format!("opening {shown}"))?;
+        let st = fstat(f.as_fd())?;
+        let perms = Perms {
+            mode: st.st_mode & 0o7777,
+            uid: st.st_uid,
+            gid: st.st_gid,
+            label: xattr::get(&f, xattr::SELINUX),
+        };
         let mut buf = Vec::new();
         (&mut f).take(MAX_READ + 1).read_to_end(&mut buf).with_context(|| format!("reading {shown}"))?;
         ensure!(buf.len() as u64 <= MAX_READ, "{shown} is larger than {MAX_READ} bytes; refusing to read it");
-        Ok(Some(buf))
+        Ok(Some((buf, perms)))
     }
 
     /// The text of a regular file; `None` when it does not exist. Not UTF-8 is an error.
@@ -162,7 +235,7 @@ impl GuestRoot {
         let fd = match self.resolve(p, OFlag::O_RDONLY | OFlag::O_DIRECTORY) {
             Ok(fd) => fd,
             Err(Errno::ENOENT | Errno::ENOTDIR) => return Ok(Vec::new()),
-            Err(e) => return Err(e).with_context(|| format!("listing guest /{}", rel(p))),
+            Err(e) => return Err(explain(e)).with_context(|| format!("listing guest /{}", rel(p))),
         };
         let mut dir = nix::dir::Dir::from_fd(fd).with_context(|| format!("listing guest /{}", rel(p)))?;
         let mut out = Vec::new();
@@ -209,27 +282,42 @@ impl GuestRoot {
                 let (parent, name) = split(p)?;
                 (parent.to_string(), name.to_string())
             }
-            Err(e) => return Err(e).with_context(|| format!("resolving {shown}")),
+            Err(e) => return Err(explain(e)).with_context(|| format!("resolving {shown}")),
         };
         let dir = self
             .resolve(&parent, OFlag::O_RDONLY | OFlag::O_DIRECTORY)
+            .map_err(explain)
             .with_context(|| format!("opening the directory of {shown}"))?;
         let old = match fstatat(dir.as_fd(), name.as_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
             Ok(st) => Some(st),
             Err(Errno::ENOENT) => None,
-            Err(e) => return Err(e).with_context(|| shown.clone()),
+            Err(e) => return Err(explain(e)).with_context(|| shown.clone()),
         };
         Ok((dir, name, old))
     }
 
     /// Replaces (or creates) a regular file atomically: a temporary file in the same
-    /// directory, synced, renamed over the old one. Mode and owner of the old file are kept.
+    /// directory, synced, renamed over the old one. Mode, owner and SELinux label of the old
+    /// file are kept (a new file is 0644).
     pub fn write(&self, p: &str, data: &[u8]) -> Result<()> {
+        self.write_as(p, data, None)
+    }
+
+    fn write_as(&self, p: &str, data: &[u8], perms: Option<Perms>) -> Result<()> {
         let shown = format!("guest /{}", rel(p));
         let (dir, name, old) = self.target(p)?;
+        let label = match &perms {
+            Some(p) => p.label.clone(),
+            None => xattr::get_at(&dir, &name, xattr::SELINUX),
+        };
         let tmp = format!(".{name}.ferry-tmp");
         let _ = nix::unistd::unlinkat(dir.as_fd(), tmp.as_str(), UnlinkatFlags::NoRemoveDir);
-        let mode = old.map_or(0o644, |st| st.st_mode & 0o7777);
+        let old = old.filter(|st| SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFREG);
+        let (mode, owner) = match (perms, old) {
+            (Some(p), _) => (p.mode, Some((p.uid, p.gid))),
+            (None, Some(st)) => (st.st_mode & 0o7777, Some((st.st_uid, st.st_gid))),
+            (None, None) => (0o644, None),
+        };
         let fd = nix::fcntl::openat(
             dir.as_fd(),
             tmp.as_str(),
@@ -240,9 +328,12 @@ impl GuestRoot {
         let mut f = std::fs::File::from(fd);
         let done = (|| -> Result<()> {
             f.write_all(data)?;
-            if let Some(st) = old {
-                nix::sys::stat::fchmod(f.as_fd(), Mode::from_bits_truncate(st.st_mode & 0o7777))?;
-                let _ = nix::unistd::fchown(f.as_fd(), Some(st.st_uid.into()), Some(st.st_gid.into()));
+            nix::sys::stat::fchmod(f.as_fd(), Mode::from_bits_truncate(mode))?;
+            if let Some((uid, gid)) = owner {
+                let _ = nix::unistd::fchown(f.as_fd(), Some(uid.into()), Some(gid.into()));
+            }
+            if let Some(label) = label {
+                xattr::set(&f, xattr::SELINUX, &label);
             }
             f.sync_all()?;
             nix::fcntl::renameat(dir.as_fd(), tmp.as_str(), dir.as_fd(), name.as_str())?;
@@ -254,15 +345,20 @@ impl GuestRoot {
         done.with_context(|| format!("writing {shown}"))
     }
 
-    /// Saves `p` as `p.pre-ferry` unless that exists already (the first original is kept).
+    /// Saves `p` under [`BACKUPS`] unless saved before (the first original is kept), with
+    /// its mode, owner and label: a 0600 file with secrets stays 0600. Backups live outside
+    /// the configuration directories, where no tool would read them as configuration.
     /// Returns whether a backup was made.
     pub fn backup_once(&self, p: &str) -> Result<bool> {
-        let backup = format!("{}.pre-ferry", rel(p).trim_end_matches('/'));
+        let backup = backup_path(p);
         if self.exists(&backup) {
             return Ok(false);
         }
-        let Some(data) = self.read_bytes(p)? else { return Ok(false) };
-        self.write(&backup, &data)?;
+        let Some((data, perms)) = self.read_with_perms(p)? else { return Ok(false) };
+        if let Some((dir, _)) = backup.rsplit_once('/') {
+            self.create_dir_all(dir)?;
+        }
+        self.write_as(&backup, &data, Some(perms))?;
         Ok(true)
     }
 
@@ -272,6 +368,7 @@ impl GuestRoot {
         let (parent, name) = split(p)?;
         let dir = self
             .resolve(parent, OFlag::O_RDONLY | OFlag::O_DIRECTORY)
+            .map_err(explain)
             .with_context(|| format!("opening guest /{parent}"))?;
         Ok((dir, name.to_string()))
     }
@@ -291,7 +388,7 @@ impl GuestRoot {
                 }))
             }
             Err(Errno::ENOENT) => Ok(None),
-            Err(e) => Err(e).with_context(|| format!("guest /{}", rel(p))),
+            Err(e) => Err(explain(e)).with_context(|| format!("guest /{}", rel(p))),
         }
     }
 
@@ -328,7 +425,7 @@ impl GuestRoot {
                     let (dir, name) = self.parent_of(&next)?;
                     match mkdirat(dir.as_fd(), name.as_str(), Mode::from_bits_truncate(0o755)) {
                         Ok(()) | Err(Errno::EEXIST) => {}
-                        Err(e) => return Err(e).with_context(|| format!("creating guest /{next}")),
+                        Err(e) => return Err(explain(e)).with_context(|| format!("creating guest /{next}")),
                     }
                 }
             }
@@ -349,6 +446,7 @@ impl GuestRoot {
         self.create_dir_all(p)?;
         let fd = self
             .resolve(p, OFlag::O_PATH | OFlag::O_DIRECTORY)
+            .map_err(explain)
             .with_context(|| format!("resolving the mount point {p:?}"))?;
         let inner = self.inside(&fd, &format!("mount point {p:?}"))?;
         ensure!(inner != ".", "mount point {p:?} resolves to the root of the migrated system itself");
@@ -389,6 +487,8 @@ fn remove_at(dir: &OwnedFd, name: &str, depth: u32) -> Result<bool> {
     nix::unistd::unlinkat(dir.as_fd(), name, UnlinkatFlags::RemoveDir)?;
     Ok(true)
 }
+
+mod xattr;
 
 #[cfg(test)]
 mod tests;

@@ -107,9 +107,13 @@ fn inspect_candidate(p: &Part, at: &Path, parts: &[Part]) -> Result<Option<inspe
         Some(p) => {
             let target = g.mount_point("boot")?;
             let fs = p.fstype.map(|f| f.name());
-            mount::Mount::new(&p.dev, &target, fs, nix::mount::MsFlags::MS_RDONLY)
+            let m = mount::Mount::new(&p.dev, &target, fs, nix::mount::MsFlags::MS_RDONLY)
                 .map_err(|e| log::warn!("convert: /boot: {e:#}"))
-                .ok()
+                .ok();
+            if m.is_some() {
+                g.allow_mount(&target)?;
+            }
+            m
         }
         None => None,
     };

@@ -124,17 +124,22 @@ impl Tree {
             let target = guest
                 .mount_point(&e.mount_point)
                 .with_context(|| format!("/etc/fstab line {}: {} on {}", e.line, e.spec, e.mount_point))?;
-            mounts
-                .0
-                .push((Some(p.dev.clone()), Mount::on(&p.dev, &target, Some(fs.name()), MsFlags::empty())?));
+            let m = Mount::on(&p.dev, &target, Some(fs.name()), MsFlags::empty())?;
+            mounts.0.push((Some(p.dev.clone()), m));
+            guest.allow_mount(&target)?;
         }
-        for (src, dst, fs, flags) in [
+        // The API filesystems for chrooted tools. Their mount points are resolved (and
+        // checked) before any is mounted: once /dev is bound in, the guest root refuses to
+        // resolve through it.
+        let api = [
             ("/dev", "dev", None, MsFlags::MS_BIND),
             ("/dev/pts", "dev/pts", None, MsFlags::MS_BIND),
             ("proc", "proc", Some("proc"), MsFlags::empty()),
             ("sysfs", "sys", Some("sysfs"), MsFlags::empty()),
             ("tmpfs", "run", Some("tmpfs"), MsFlags::empty()),
-        ] {
+        ];
+        let mut targets = Vec::new();
+        for (src, dst, _, _) in api {
             // A host directory must never appear where a guest symlink points: the mount point
             // is a real directory of the guest (or made as one).
             if let Some(k) = guest.lkind(dst)?.filter(|k| *k != crate::guest::Kind::Dir) {
@@ -142,7 +147,9 @@ impl Tree {
                     "/{dst} of the migrated system is not a directory ({k:?}); refusing to mount {src} there"
                 );
             }
-            let target = guest.mount_point(dst)?;
+            targets.push(guest.mount_point(dst)?);
+        }
+        for ((src, _, fs, flags), target) in api.into_iter().zip(targets) {
             mounts.0.push((None, Mount::on(Path::new(src), &target, fs, flags)?));
         }
         Ok(Tree { guest, mounts })

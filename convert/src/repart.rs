@@ -39,14 +39,15 @@ pub fn growable_fs(f: &File, start: u64) -> bool {
 pub fn repartition(f: &mut File, grow: bool) -> Result<Report> {
     let disk_bytes = f.seek(SeekFrom::End(0))?;
     f.seek(SeekFrom::Start(0))?;
-    if let Ok(gpt) = gptman::GPT::find_from(f) {
+    let gpt = ferry_formats::table::no_panic(|| gptman::GPT::find_from(&mut *f).ok());
+    if let Some(gpt) = gpt {
         return gpt_repartition(f, gpt, disk_bytes, grow);
     }
     let mut mbr0 = [0u8; 512];
     f.seek(SeekFrom::Start(0))?;
     f.read_exact(&mut mbr0)?;
     if mbr0[510..512] == [0x55, 0xaa] {
-        if let Ok(mbr) = mbrman::MBR::read_from(f, 512) {
+        if let Some(mbr) = ferry_formats::table::no_panic(|| mbrman::MBR::read_from(&mut *f, 512).ok()) {
             return mbr_repartition(f, mbr, disk_bytes, grow);
         }
     }

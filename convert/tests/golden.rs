@@ -3,7 +3,8 @@
 //! temp dir, inspected, and converted with a recording runner (no root, no VM). What changed —
 //! every file that differs afterwards, the files that went, the commands that would have run,
 //! the interfaces, notes and step outcomes — must equal `expected/`. `FERRY_BLESS=1` rewrites
-//! `expected/` from the current behaviour (review the diff before committing it).
+//! `expected/` from the current behaviour (review the diff before committing it). A second run
+//! over each converted tree must change nothing.
 
 use ferry_convert::cmd::Recorder;
 use ferry_convert::guest::GuestRoot;
@@ -100,6 +101,20 @@ fn convert(scenario: &Path) -> (BTreeMap<String, Vec<u8>>, String) {
     let mut log = Log::default();
     let done = tree::run(&job, &mut log).unwrap();
     let after = snapshot(&root);
+    // A second run over the converted tree (as a rerun of the appliance would) changes nothing.
+    std::fs::create_dir_all(root.join("var/log/ferry")).unwrap();
+    std::fs::write(root.join("var/log/ferry/conversion.json"), "{\"ok\": true}").unwrap();
+    let again = tree::Job { layout_changed: false, ..job };
+    let second = tree::run(&again, &mut Log::default()).unwrap();
+    let mut rerun = snapshot(&root);
+    rerun.remove("var/log/ferry/conversion.json");
+    assert!(
+        second.already_converted,
+        "{}: a second run found changes: {:?}",
+        scenario.display(),
+        second.changes
+    );
+    assert_eq!(rerun, after, "{}: the second run changed files", scenario.display());
     let mut changed = BTreeMap::new();
     for (k, v) in &after {
         if before.get(k) != Some(v) {

@@ -87,7 +87,19 @@ fn hostile_fstab_and_device_links() {
         assert!(at.join(data_loop.0.trim_start_matches('/')).exists(), "/dev is bound into the tree");
         let mut c = Changes::default();
         let e = format!("{:#}", fixes::boot_config(tree.guest(), &DevMap::default(), &mut c).unwrap_err());
-        assert!(e.contains("/etc/inittab") && e.contains("not a regular file"), "{e}");
+        assert!(e.contains("/etc/inittab") && e.contains("not the migrated system's"), "{e}");
+        // Links into the appliance's own /proc and /dev, bound into the tree for chrooted tools:
+        // never read (the kernel command line holds the token), never written.
+        let g = tree.guest();
+        std::os::unix::fs::symlink("/proc/cmdline", at.join("etc/securetty")).unwrap();
+        let e = format!("{:#}", g.read("etc/securetty").unwrap_err());
+        assert!(e.contains("/etc/securetty") && e.contains("not the migrated system's"), "{e}");
+        std::fs::create_dir_all(at.join("etc/cloud")).unwrap();
+        std::fs::write(at.join("etc/cloud/cloud.cfg"), "users: [default]\n").unwrap();
+        std::os::unix::fs::symlink("/dev", at.join("etc/cloud/cloud.cfg.d")).unwrap();
+        assert!(fixes::cloud_init_network(g, &mut c).is_err());
+        assert!(!Path::new("/dev/99-ferry-network.cfg").exists());
+        assert!(g.list("etc/cloud/cloud.cfg.d").is_err());
     }
     assert!(!mounted_under(t.path()), "a mount was left behind");
 }

@@ -38,7 +38,8 @@ pub fn offline_ext(run: &dyn Runner, p: &Part) -> Result<Option<String>> {
         return Ok(None);
     }
     let dev = p.dev.display().to_string();
-    run.run(None, &["e2fsck", "-f", "-y", &dev])?;
+    // e2fsck exits 1 when it corrected something: the filesystem is fine to grow then.
+    run.run(None, &["sh", "-c", "e2fsck -f -y \"$1\"; [ $? -le 1 ]", "e2fsck", &dev])?;
     run.run(None, &["resize2fs", &dev])?;
     Ok(Some(format!("{dev} ({}, offline)", p.fs_name())))
 }

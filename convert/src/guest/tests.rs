@@ -64,7 +64,7 @@ fn writes_stay_inside_and_follow_links_within() {
         "UUID=2 / ext4 defaults 0 1\n"
     );
     assert_eq!(
-        std::fs::read_to_string(w.root.join("etc/fstab.pre-ferry")).unwrap(),
+        std::fs::read_to_string(w.root.join("var/lib/ferry/pre-ferry/etc/fstab")).unwrap(),
         "UUID=1 / ext4 defaults 0 1\n"
     );
     assert!(!g.backup_once("etc/fstab").unwrap(), "a second backup must keep the first original");
@@ -83,6 +83,26 @@ fn writes_stay_inside_and_follow_links_within() {
     symlink(&w.outside, w.root.join("opt/tools/bin/out")).unwrap();
     assert!(g.remove("opt/tools").unwrap());
     outside_untouched(&w);
+}
+
+#[test]
+fn backups_keep_mode_and_live_outside_config_dirs() {
+    use std::os::unix::fs::PermissionsExt;
+    let w = world();
+    let g = GuestRoot::open(&w.root).unwrap();
+    let secret = w.root.join("etc/network/wifi.conf");
+    std::fs::write(&secret, "psk=hunter2\n").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert!(g.backup_once("etc/network/wifi.conf").unwrap());
+    let b = w.root.join("var/lib/ferry/pre-ferry/etc/network/wifi.conf");
+    assert_eq!(std::fs::metadata(&b).unwrap().permissions().mode() & 0o777, 0o600);
+    g.write("etc/network/wifi.conf", b"psk=other\n").unwrap();
+    assert_eq!(std::fs::metadata(&secret).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(g.list("etc/network").unwrap(), vec!["wifi.conf".to_string()]);
+    // A dangling link replaced by a new file gets 0644, not the link's 0777.
+    symlink("/nowhere", w.root.join("etc/dangling")).unwrap();
+    g.write("etc/dangling", b"x").unwrap();
+    assert_eq!(std::fs::metadata(w.root.join("etc/dangling")).unwrap().permissions().mode() & 0o777, 0o644);
 }
 
 #[test]

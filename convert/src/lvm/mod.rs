@@ -50,6 +50,12 @@ pub fn valid_name(n: &str) -> bool {
         && n != "."
         && n != ".."
         && !matches!(n, "snapshot" | "pvmove")
+        // Directories of /dev a VG's links would land in.
+        && !matches!(
+            n,
+            "mapper" | "disk" | "block" | "char" | "bus" | "pts" | "shm" | "net" | "input" | "cpu" | "dri" | "snd"
+                | "fd" | "hugepages" | "mqueue" | "vfio" | "cdrom"
+        )
         && n.bytes().all(|c| c.is_ascii_alphanumeric() || b"+_.-".contains(&c))
 }
 
@@ -245,7 +251,15 @@ pub fn activate(devs: &[PathBuf]) -> Result<Active> {
             for (link, target) in
                 [(mapper.clone(), format!("../{node}")), (vgdir.join(lvname), format!("../{node}"))]
             {
-                let _ = std::fs::remove_file(&link);
+                // Only an old symlink is replaced: a device node or file of this machine never.
+                match std::fs::symlink_metadata(&link) {
+                    Ok(m) if m.file_type().is_symlink() => std::fs::remove_file(&link)
+                        .with_context(|| format!("replacing the link {}", link.display()))?,
+                    Ok(_) => {
+                        bail!("{} exists and is not a link; not activating {vgname}/{lvname}", link.display())
+                    }
+                    Err(_) => {}
+                }
                 std::os::unix::fs::symlink(&target, &link)
                     .with_context(|| format!("linking {} to {target}", link.display()))?;
                 active.links.push(link);
