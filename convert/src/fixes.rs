@@ -192,6 +192,16 @@ pub fn network(g: &GuestRoot, renames: &[(String, String)], old: &Old, c: &mut C
                 g.rename(&from, &to)?;
                 c.notes.push(format!("{from} renamed to ifcfg-{new}"));
             }
+            // VLANs on it: ifcfg-OLD.N becomes ifcfg-NEW.N.
+            for f in g.list(dir)? {
+                let Some(vlan) = f.strip_prefix(&format!("ifcfg-{old}.")) else { continue };
+                let (from, to) = (format!("{dir}/{f}"), format!("{dir}/ifcfg-{new}.{vlan}"));
+                c.edit(g, &from, |s| netcfg::ifcfg(s, old, new))?;
+                if !g.exists(&to) {
+                    g.rename(&from, &to)?;
+                    c.notes.push(format!("{from} renamed to ifcfg-{new}.{vlan}"));
+                }
+            }
             let routes = format!("{dir}/ifroute-{old}");
             if g.is_file(&routes) && !g.exists(&format!("{dir}/ifroute-{new}")) {
                 g.rename(&routes, &format!("{dir}/ifroute-{new}"))?;

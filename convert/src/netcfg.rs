@@ -3,7 +3,31 @@
 //! MACAddress=`, `hwaddress` lines), static addresses, routes and DNS stay, moved from the old
 //! interface name to the name the new VM's NIC will have. DHCP configurations stay DHCP.
 
-/// Renames interface `old` to `new` in /etc/network/interfaces and drops `hwaddress` bindings.
+/// `w` renamed when it names interface `old`: the name itself, an alias (`old:1`) or a VLAN
+/// on it (`old.100`).
+pub fn rename_word(w: &str, old: &str, new: &str) -> Option<String> {
+    if w == old {
+        return Some(new.to_string());
+    }
+    let rest = w.strip_prefix(old)?;
+    (rest.starts_with(':') || rest.starts_with('.')).then(|| format!("{new}{rest}"))
+}
+
+/// ifupdown options whose values are interface names (bridges, bonds, VLANs).
+const IFUPDOWN_REFS: &[&str] = &[
+    "bridge_ports",
+    "bridge-ports",
+    "bond-slaves",
+    "bond_slaves",
+    "slaves",
+    "bond-primary",
+    "bond_primary",
+    "vlan-raw-device",
+    "vlan_raw_device",
+];
+
+/// Renames interface `old` to `new` in /etc/network/interfaces (stanzas, aliases, VLANs and
+/// the bridge, bond and VLAN options naming it) and drops `hwaddress` bindings.
 pub fn interfaces(text: &str, old: &str, new: &str) -> String {
     let mut out = String::new();
     for line in text.split_inclusive('\n') {
@@ -12,47 +36,47 @@ pub fn interfaces(text: &str, old: &str, new: &str) -> String {
             continue;
         }
         let words: Vec<&str> = t.split_whitespace().collect();
-        let renames =
-            matches!(words.first(), Some(&("auto" | "allow-hotplug" | "allow-auto" | "iface" | "mapping")));
-        if renames && words.iter().skip(1).any(|w| *w == old || w.starts_with(&format!("{old}:"))) {
-            let indent = &line[..line.len() - t.len()];
-            let mut w2: Vec<String> = Vec::new();
-            for (i, w) in words.iter().enumerate() {
-                let is_name = i >= 1 && (words[0] != "iface" || i == 1);
-                if is_name && *w == old {
-                    w2.push(new.to_string());
-                } else if is_name && w.starts_with(&format!("{old}:")) {
-                    w2.push(format!("{new}{}", &w[old.len()..]));
-                } else {
-                    w2.push(w.to_string());
-                }
-            }
-            out.push_str(indent);
-            out.push_str(&w2.join(" "));
-            if line.ends_with('\n') {
-                out.push('\n');
-            }
-        } else {
+        let Some(first) = words.first().copied() else {
             out.push_str(line);
+            continue;
+        };
+        let stanza = matches!(first, "auto" | "allow-hotplug" | "allow-auto" | "iface" | "mapping");
+        let option = IFUPDOWN_REFS.contains(&first);
+        let renamed: Vec<String> = words
+            .iter()
+            .enumerate()
+            .map(|(i, w)| {
+                let is_name = i >= 1 && ((stanza && (first != "iface" || i == 1)) || option);
+                is_name.then(|| rename_word(w, old, new)).flatten().unwrap_or_else(|| w.to_string())
+            })
+            .collect();
+        if renamed.iter().zip(&words).all(|(a, b)| a == b) {
+            out.push_str(line);
+            continue;
+        }
+        out.push_str(&line[..line.len() - t.len()]);
+        out.push_str(&renamed.join(" "));
+        if line.ends_with('\n') {
+            out.push('\n');
         }
     }
     out
 }
 
-/// RHEL/SUSE ifcfg: drop MAC bindings, point DEVICE/NAME at the new interface.
+/// RHEL/SUSE ifcfg: drop MAC bindings, point DEVICE/NAME (and a VLAN's PHYSDEV) at the new
+/// interface.
 pub fn ifcfg(text: &str, old: &str, new: &str) -> String {
     let mut out = String::new();
     for line in text.split_inclusive('\n') {
         let key = line.split('=').next().unwrap_or("").trim();
         match key {
             "HWADDR" | "MACADDR" => continue,
-            "DEVICE" | "NAME" => {
-                let v = line.split_once('=').map(|x| x.1.trim().trim_matches('"')).unwrap_or("");
-                if v == old {
-                    out.push_str(&format!("{key}={new}\n"));
-                    continue;
+            "DEVICE" | "NAME" | "PHYSDEV" => {
+                let v = line.split_once('=').map(|x| x.1.trim().trim_matches(['"', '\''])).unwrap_or("");
+                match rename_word(v, old, new) {
+                    Some(n) => out.push_str(&format!("{key}={n}\n")),
+                    None => out.push_str(line),
                 }
-                out.push_str(line);
             }
             _ => out.push_str(line),
         }
@@ -62,6 +86,16 @@ pub fn ifcfg(text: &str, old: &str, new: &str) -> String {
 
 fn indent(l: &str) -> usize {
     l.len() - l.trim_start().len()
+}
+
+/// A netplan `interfaces: [a, b]` list (bonds, bridges) with `old` renamed; `None` when the
+/// line is something else or does not name it.
+fn netplan_list(t: &str, old: &str, new: &str) -> Option<Vec<String>> {
+    let list = t.strip_prefix("interfaces:")?.trim().strip_prefix('[')?.strip_suffix(']')?;
+    let items: Vec<&str> = list.split(',').map(str::trim).filter(|x| !x.is_empty()).collect();
+    let renamed: Vec<String> =
+        items.iter().map(|x| rename_word(x, old, new).unwrap_or_else(|| x.to_string())).collect();
+    (renamed.iter().zip(&items).any(|(a, b)| a != b)).then_some(renamed)
 }
 
 /// netplan YAML: drops `match:` blocks that bind a MAC and `set-name:`, renames the interface.
@@ -90,8 +124,18 @@ pub fn netplan(text: &str, old: &str, new: &str) -> String {
             i += 1;
             continue;
         }
-        if t == format!("{old}:") {
-            out.push_str(&l.replacen(&format!("{old}:"), &format!("{new}:"), 1));
+        let key = t.strip_suffix(':').and_then(|k| rename_word(k.trim_matches('"'), old, new));
+        if let Some(k) = key.filter(|_| !t.contains(' ')) {
+            out.push_str(&format!("{}{k}:{}", &l[..indent(l)], if l.ends_with('\n') { "\n" } else { "" }));
+        } else if let Some(v) = t.strip_prefix("link:").and_then(|v| rename_word(v.trim(), old, new)) {
+            out.push_str(&format!(
+                "{}link: {v}{}",
+                &l[..indent(l)],
+                if l.ends_with('\n') { "\n" } else { "" }
+            ));
+        } else if let Some(items) = netplan_list(t, old, new) {
+            let nl = if l.ends_with('\n') { "\n" } else { "" };
+            out.push_str(&format!("{}interfaces: [{}]{nl}", &l[..indent(l)], items.join(", ")));
         } else {
             out.push_str(l);
         }
@@ -155,8 +199,13 @@ pub fn nm_keyfile(text: &str, old: &str, new: &str) -> String {
     for line in text.split_inclusive('\n') {
         let t = line.trim();
         keyfile_section(t, &mut sec);
-        if sec == "[connection]" && t == format!("interface-name={old}") {
-            out.push_str(&format!("interface-name={new}\n"));
+        let renamed = match t.split_once('=') {
+            Some(("interface-name", v)) if sec == "[connection]" => rename_word(v.trim(), old, new),
+            Some(("parent", v)) if sec == "[vlan]" => rename_word(v.trim(), old, new),
+            _ => None,
+        };
+        if let (Some(n), Some((k, _))) = (renamed, t.split_once('=')) {
+            out.push_str(&format!("{k}={n}\n"));
             continue;
         }
         out.push_str(line);
@@ -226,6 +275,33 @@ iface eth1 inet dhcp
 ";
         assert_eq!(interfaces(before, "eth0", "ens3"), after);
         assert_eq!(interfaces(after, "eth0", "ens3"), after);
+    }
+
+    #[test]
+    fn references_from_bridges_bonds_and_vlans() {
+        let before = "auto br0\niface br0 inet static\n    bridge_ports ens3 ens4\n    address 192.0.2.10/24\nauto ens3.100\niface ens3.100 inet manual\n    vlan-raw-device ens3\n";
+        let after = "auto br0\niface br0 inet static\n    bridge_ports eth0 ens4\n    address 192.0.2.10/24\nauto eth0.100\niface eth0.100 inet manual\n    vlan-raw-device eth0\n";
+        assert_eq!(interfaces(before, "ens3", "eth0"), after);
+        assert_eq!(interfaces(after, "ens3", "eth0"), after);
+        let plan = "  bonds:\n    bond0:\n      interfaces: [ens3, ens4]\n  vlans:\n    ens3.100:\n      link: ens3\n";
+        assert_eq!(
+            netplan(plan, "ens3", "eth0"),
+            "  bonds:\n    bond0:\n      interfaces: [eth0, ens4]\n  vlans:\n    eth0.100:\n      link: eth0\n"
+        );
+        assert_eq!(
+            netplan("      interfaces: [ens4,ens5]\n", "ens3", "eth0"),
+            "      interfaces: [ens4,ens5]\n"
+        );
+        let vlan = "[connection]\nid=v100\ninterface-name=ens3.100\ntype=vlan\n[vlan]\nid=100\nparent=ens3\n";
+        assert_eq!(
+            nm_keyfile(vlan, "ens3", "eth0"),
+            "[connection]\nid=v100\ninterface-name=eth0.100\ntype=vlan\n[vlan]\nid=100\nparent=eth0\n"
+        );
+        assert_eq!(
+            ifcfg("DEVICE=ens3.100\nPHYSDEV=ens3\nVLAN=yes\n", "ens3", "eth0"),
+            "DEVICE=eth0.100\nPHYSDEV=eth0\nVLAN=yes\n"
+        );
+        assert_eq!(rename_word("ens30", "ens3", "eth0"), None);
     }
 
     #[test]
