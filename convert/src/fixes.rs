@@ -290,9 +290,13 @@ pub fn device_caches(g: &GuestRoot, c: &mut Changes) -> Result<()> {
 /// SELinux: a full relabel on the first boot, since files were written from outside.
 pub fn selinux_relabel(g: &GuestRoot, c: &mut Changes) -> Result<()> {
     let se = g.read_or_empty("etc/selinux/config")?;
-    if se.lines().any(|l| l.trim() == "SELINUX=enforcing" || l.trim() == "SELINUX=permissive")
-        && !g.exists(".autorelabel")
-    {
+    let mode = se
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("SELINUX="))
+        .map(|v| v.trim().trim_matches(['"', '\'']));
+    let enabled =
+        mode.is_some_and(|m| m.eq_ignore_ascii_case("enforcing") || m.eq_ignore_ascii_case("permissive"));
+    if enabled && !g.exists(".autorelabel") {
         g.write(".autorelabel", b"")?;
         c.notes.push("SELinux: /.autorelabel created".into());
     }

@@ -68,7 +68,7 @@ pub fn run(j: &Job, log: &mut Log) -> Result<Done> {
         extra_args.push(IFNAMES);
     }
     log.step("guest-tools", Class::Improving, || fixes::guest_tools(g, j.run, j.sys, &mut c))?;
-    log.step("selinux-relabel", Class::Improving, || fixes::selinux_relabel(g, &mut c))?;
+    log.step("selinux-relabel", Class::Essential, || fixes::selinux_relabel(g, &mut c))?;
     let mut done = Done { interfaces: interfaces.0, ..Done::default() };
     // Idempotence: a converted system gets no new initramfs, boot code or report.
     let previous = g.read("var/log/ferry/conversion.json").ok().flatten().unwrap_or_default();
