@@ -22,19 +22,24 @@ fn indent(l: &str) -> usize {
     l.len() - l.trim_start().len()
 }
 
-/// `[Match] MACAddress=` values of a systemd `.network` or `.link` file, lower case.
-pub fn match_macs(text: &str) -> Vec<String> {
+/// The values of `key=` in the `[Match]` section of a systemd `.network` or `.link` file.
+fn match_values<'a>(text: &'a str, key: &str) -> Vec<&'a str> {
     let mut out = Vec::new();
     let mut in_match = false;
     for l in text.lines() {
         let t = l.trim();
         if t.starts_with('[') {
             in_match = t == "[Match]";
-        } else if let Some(v) = t.strip_prefix("MACAddress=").filter(|_| in_match) {
-            out.extend(v.split_whitespace().map(|m| m.to_ascii_lowercase()));
+        } else if let Some(v) = t.strip_prefix(key).and_then(|r| r.strip_prefix('=')).filter(|_| in_match) {
+            out.extend(v.split_whitespace());
         }
     }
     out
+}
+
+/// `[Match] MACAddress=` values, lower case.
+pub fn match_macs(text: &str) -> Vec<String> {
+    match_values(text, "MACAddress").into_iter().map(|m| m.to_ascii_lowercase()).collect()
 }
 
 /// A `.link` file's `[Link] Name=`.
@@ -172,17 +177,11 @@ pub fn netplan_names(text: &str) -> Vec<String> {
 
 /// The interface names a networkd `.network` file matches by exact `Name=` (globs left out).
 pub fn networkd_names(text: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut in_match = false;
-    for l in text.lines() {
-        let t = l.trim();
-        if t.starts_with('[') {
-            in_match = t == "[Match]";
-        } else if let Some(v) = t.strip_prefix("Name=").filter(|_| in_match) {
-            out.extend(v.split_whitespace().filter(|n| !n.contains(['*', '?', '['])).map(String::from));
-        }
-    }
-    out
+    match_values(text, "Name")
+        .into_iter()
+        .filter(|n| !n.contains(['*', '?', '[']))
+        .map(String::from)
+        .collect()
 }
 
 /// The interface a NetworkManager keyfile is bound to by name (`[connection] interface-name=`).

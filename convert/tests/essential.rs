@@ -15,16 +15,11 @@ use ferry_convert::steps::{Log, Outcome};
 use ferry_convert::{grow, inspect, lvm, mount, tree};
 use ferry_formats::FsType;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
+use common::{sh, Loop};
 
 const KERNEL: &str = "6.1.0-18-amd64";
 const UUID: &str = "5b0e2a9c-3f6d-4e21-9c1b-7a2f4e6d8c01";
-
-fn sh(c: &str) -> String {
-    let out = Command::new("bash").arg("-c").arg(c).output().unwrap();
-    assert!(out.status.success(), "{c}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
 
 /// A minimal Debian 12 tree: root on XFS by UUID, static eth0, initramfs-tools, GRUB; no
 /// filesystem tools at all.
@@ -65,13 +60,6 @@ fn job<'a>(g: &'a GuestRoot, rec: &'a Recorder, sys: &'a inspect::System, map: &
     }
 }
 
-struct Loop(String);
-impl Drop for Loop {
-    fn drop(&mut self) {
-        let _ = Command::new("losetup").args(["-d", &self.0]).status();
-    }
-}
-
 #[test]
 fn xfs_without_xfsprogs_grows_and_converts() {
     if !nix::unistd::geteuid().is_root() {
@@ -84,14 +72,14 @@ fn xfs_without_xfsprogs_grows_and_converts() {
     let build = t.path().join("build");
     std::fs::create_dir_all(&build).unwrap();
     {
-        let l = Loop(sh(&format!("losetup --show -f {}", img.display())));
+        let l = Loop::attach(&img);
         sh(&format!("mount {} {}", l.0, build.display()));
         debian_tree(&build);
         sh(&format!("umount {}", build.display()));
     }
     // The new disk is twice as big.
     sh(&format!("truncate -s 640M {}", img.display()));
-    let l = Loop(sh(&format!("losetup --show -f {}", img.display())));
+    let l = Loop::attach(&img);
     let part = Part {
         dev: PathBuf::from(&l.0),
         disk: 0,

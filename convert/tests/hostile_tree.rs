@@ -10,28 +10,16 @@ use ferry_convert::probe::Part;
 use ferry_convert::rewrite::DevMap;
 use ferry_formats::FsType;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
+use common::{sh, Loop};
 
 const ROOT_UUID: &str = "0b6c1e3a-5d2f-4c8e-9a7b-1c2d3e4f5a60";
 const DATA_UUID: &str = "0b6c1e3a-5d2f-4c8e-9a7b-1c2d3e4f5a61";
 
-fn sh(c: &str) -> String {
-    let out = Command::new("bash").arg("-c").arg(c).output().unwrap();
-    assert!(out.status.success(), "{c}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-struct Loop(String);
-impl Drop for Loop {
-    fn drop(&mut self) {
-        let _ = Command::new("losetup").args(["-d", &self.0]).status();
-    }
-}
-
 fn ext4(t: &Path, name: &str, uuid: &str) -> (PathBuf, Loop) {
     let img = t.join(name);
     sh(&format!("truncate -s 32M {0} && mkfs.ext4 -q -F -U {uuid} {0}", img.display()));
-    let l = Loop(sh(&format!("losetup --show -f {}", img.display())));
+    let l = Loop::attach(&img);
     (img, l)
 }
 
