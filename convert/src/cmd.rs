@@ -6,10 +6,12 @@
 
 use anyhow::{bail, Context, Result};
 use std::collections::HashSet;
+use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 /// Runs (or records) the commands of a conversion.
 pub trait Runner {
@@ -71,12 +73,21 @@ pub fn run(root: Option<&Path>, argv: &[&str]) -> Result<String> {
     run_env(root, argv, &[])
 }
 
+/// How long one command may take: a hung guest tool must not hold the conversion (and PID 1)
+/// for ever. Generous: dracut under emulation takes minutes.
+pub const TIMEOUT: Duration = Duration::from_secs(3600);
+
 pub fn run_env(root: Option<&Path>, argv: &[&str], env: &[(&str, &str)]) -> Result<String> {
+    run_for(root, argv, env, TIMEOUT)
+}
+
+fn run_for(root: Option<&Path>, argv: &[&str], env: &[(&str, &str)], limit: Duration) -> Result<String> {
+    let Some(prog) = argv.first() else { bail!("no command to run") };
     let line = match root {
         Some(r) => format!("chroot {} {}", r.display(), argv.join(" ")),
         None => argv.join(" "),
     };
-    let mut c = Command::new(argv[0]);
+    let mut c = Command::new(prog);
     c.args(&argv[1..]).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     c.env_clear()
         .env("PATH", PATH)
@@ -86,6 +97,8 @@ pub fn run_env(root: Option<&Path>, argv: &[&str], env: &[(&str, &str)]) -> Resu
     for (k, v) in env {
         c.env(k, v);
     }
+    // Its own process group: a timeout kills everything it started.
+    c.process_group(0);
     if let Some(r) = root {
         let r = r.to_path_buf();
         // SAFETY: only async-signal-safe calls (chroot, chdir) between fork and exec.
@@ -98,21 +111,48 @@ pub fn run_env(root: Option<&Path>, argv: &[&str], env: &[(&str, &str)]) -> Resu
         }
     }
     log::info!("running: {line}");
-    let child = c.spawn().with_context(|| format!("starting `{line}`"))?;
+    let mut child = c.spawn().with_context(|| format!("starting `{line}`"))?;
     let pid = child.id();
     own(pid, true);
-    let out = child.wait_with_output();
+    let drain = |r: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut b = Vec::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_end(&mut b);
+            }
+            b
+        })
+    };
+    let out_t = drain(child.stdout.take().map(|r| Box::new(r) as Box<dyn Read + Send>));
+    let err_t = drain(child.stderr.take().map(|r| Box::new(r) as Box<dyn Read + Send>));
+    let t0 = Instant::now();
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(st)) => break Ok(st),
+            Ok(None) if t0.elapsed() > limit => {
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+                let _ = child.wait();
+                break Err(anyhow::anyhow!("`{line}` did not finish within {} s; killed", limit.as_secs()));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+            Err(e) => break Err(anyhow::Error::from(e).context(format!("waiting for `{line}`"))),
+        }
+    };
     own(pid, false);
-    let out = out.with_context(|| format!("waiting for `{line}`"))?;
-    if !out.status.success() {
+    let (stdout, stderr) = (out_t.join().unwrap_or_default(), err_t.join().unwrap_or_default());
+    let status = status?;
+    if !status.success() {
         let tail = |b: &[u8]| {
             let s = String::from_utf8_lossy(b);
             let lines: Vec<&str> = s.lines().collect();
             lines[lines.len().saturating_sub(15)..].join("\n")
         };
-        bail!("`{line}` failed ({}):\n{}\n{}", out.status, tail(&out.stdout), tail(&out.stderr));
+        bail!("`{line}` failed ({status}):\n{}\n{}", tail(&stdout), tail(&stderr));
     }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    Ok(String::from_utf8_lossy(&stdout).into_owned())
 }
 
 #[cfg(test)]
@@ -126,5 +166,15 @@ mod tests {
         assert!(e.contains("`sh -c echo oops >&2; exit 3` failed") && e.contains("oops"), "{e}");
         assert!(format!("{:#}", run(None, &["/nonexistent/x"]).unwrap_err())
             .contains("starting `/nonexistent/x`"));
+        assert!(run(None, &[]).is_err());
+    }
+
+    #[test]
+    fn a_hung_command_and_its_children_are_killed() {
+        let t0 = Instant::now();
+        let e = run_for(None, &["sh", "-c", "sleep 60 & sleep 60"], &[], Duration::from_millis(300));
+        let e = format!("{:#}", e.unwrap_err());
+        assert!(e.contains("did not finish within") && e.contains("sleep 60"), "{e}");
+        assert!(t0.elapsed() < Duration::from_secs(10), "the background child held the pipes");
     }
 }
