@@ -131,7 +131,10 @@ fn job(cfg: &Config, shared: &Shared) -> anyhow::Result<After> {
     let (sh, grow, convert) = (shared.clone(), cfg.grow, cfg.convert);
     rx.finalize = Some(Box::new(move |targets| {
         if !convert {
-            return (true, "data complete; not converted (ferry.convert=no)".to_string());
+            return ferry_replicator::receiver::Finalized {
+                ok: true,
+                report: serde_json::json!({ "note": "data complete; not converted (ferry.convert=no)" }),
+            };
         }
         State::set_phase(&sh, Phase::Converting);
         let disks: Vec<std::path::PathBuf> = targets.iter().map(|t| t.path.clone().into()).collect();
@@ -147,8 +150,10 @@ fn job(cfg: &Config, shared: &Shared) -> anyhow::Result<After> {
             error: Some("the converter panicked (see the console)".into()),
             ..Default::default()
         });
-        let text = serde_json::to_string_pretty(&rep).unwrap_or_default();
-        let ok = rep.ok;
+        let done = ferry_replicator::receiver::Finalized {
+            ok: rep.ok,
+            report: serde_json::to_value(&rep).unwrap_or_default(),
+        };
         {
             let mut st = sh.lock().unwrap();
             if let Some(e) = &rep.error {
@@ -156,8 +161,8 @@ fn job(cfg: &Config, shared: &Shared) -> anyhow::Result<After> {
             }
             st.conversion = Some(rep);
         }
-        State::set_phase(&sh, if ok { Phase::Converted } else { Phase::ConversionFailed });
-        (ok, text)
+        State::set_phase(&sh, if done.ok { Phase::Converted } else { Phase::ConversionFailed });
+        done
     }));
     shared.lock().unwrap().receiver = Some(rx.status.clone());
     let listener = TcpListener::bind(cfg.listen).with_context(|| format!("listening on {}", cfg.listen))?;

@@ -203,9 +203,24 @@ fn send(a: Send) -> Result<i32> {
         for p in &rep.consistency_problems {
             eprintln!("ferry:   not crash-consistent: {p}");
         }
-        eprintln!("ferry: receiver: {}", rep.receiver_report);
+        eprintln!("ferry: receiver: {}", receiver_summary(&rep.receiver_report));
     }
     Ok(if rep.ok { 0 } else { 3 })
+}
+
+/// One line about the receiver's report: its note, or the conversion's outcome.
+fn receiver_summary(r: &serde_json::Value) -> String {
+    if let Some(n) = r.get("note").and_then(|n| n.as_str()).or(r.as_str()) {
+        return n.to_string();
+    }
+    match (r.get("ok").and_then(|v| v.as_bool()), r.get("error").and_then(|v| v.as_str())) {
+        (Some(true), _) => {
+            let w = r.get("warnings").and_then(|w| w.as_array()).map_or(0, |w| w.len());
+            format!("converted ({w} warnings; the full report is in --json output)")
+        }
+        (_, Some(e)) => format!("conversion failed: {e}"),
+        _ => r.to_string(),
+    }
 }
 
 fn map(m: Map) -> Result<i32> {

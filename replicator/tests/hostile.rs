@@ -118,7 +118,7 @@ fn finish_before_every_disk_end_never_finalizes() {
     let r = receiver_with(&[&c.tgt], &c.state, move |rx| {
         rx.finalize = Some(Box::new(move |_| {
             c2.store(true, Ordering::SeqCst);
-            (true, "converted".into())
+            ferry_replicator::receiver::Finalized { ok: true, report: serde_json::json!("converted") }
         }))
     });
     let mut s = authenticated(r.addr, &c.src);

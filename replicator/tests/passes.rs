@@ -133,3 +133,29 @@ fn frozen_live_source_gives_a_clean_copy() {
     // The copy is a consistent filesystem even though it was written to during the pass.
     sh(&format!("e2fsck -fn {}", tgt.display()));
 }
+
+/// The finalize hook's report reaches the sender as a JSON value (not JSON inside a string),
+/// with its outcome; a plain pass says so in a note.
+#[test]
+fn the_receivers_report_is_a_json_document() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src.img");
+    garbage(&src, 8 * MIB);
+    let tgt = t.path().join("tgt.img");
+    garbage(&tgt, 8 * MIB);
+    let r = receiver_with(&[&tgt], &t.path().join("state"), |rx| {
+        rx.finalize = Some(Box::new(|targets| ferry_replicator::receiver::Finalized {
+            ok: false,
+            report: serde_json::json!({ "ok": false, "error": "no root", "targets": targets.len() }),
+        }))
+    });
+    let mut o = opts(r.addr, &[(&src, "")]);
+    o.finalize = false;
+    let pass = send(&o).unwrap();
+    assert_eq!(pass.receiver_report["note"], "pass complete; waiting for more passes");
+    o.finalize = true;
+    let last = send(&o).unwrap();
+    assert!(!last.ok);
+    assert_eq!(last.receiver_report["error"], "no root");
+    assert_eq!(last.receiver_report["targets"], 1);
+}

@@ -71,7 +71,15 @@ pub struct RxStatus {
 /// Told the outcome of every connection.
 pub type Observer = Box<dyn Fn(&Result<Outcome>) + Send + Sync>;
 
-pub type FinalizeHook = Box<dyn Fn(&[TargetInfo]) -> (bool, String) + Send + Sync>;
+/// What the finalize hook (the appliance's conversion) made of a finalized pass: whether it
+/// succeeded and its report, a JSON document (sent to the sender as JSON text).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finalized {
+    pub ok: bool,
+    pub report: serde_json::Value,
+}
+
+pub type FinalizeHook = Box<dyn Fn(&[TargetInfo]) -> Finalized + Send + Sync>;
 
 pub struct Receiver {
     pub token: String,

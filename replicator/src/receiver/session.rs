@@ -174,15 +174,17 @@ impl Receiver {
         // Close the targets (and their exclusive claims) before conversion mounts them.
         drop(rx);
         self.set(|st| st.passes_completed += 1);
-        let (ok, report) = if finalize {
+        let note = |t: &str| super::Finalized { ok: true, report: serde_json::json!({ "note": t }) };
+        let done = if finalize {
             self.set(|st| st.state = "finalizing".into());
             match &self.finalize {
                 Some(h) => h(&starts.iter().map(|d| d.target.clone()).collect::<Vec<_>>()),
-                None => (true, "data complete".to_string()),
+                None => note("data complete"),
             }
         } else {
-            (true, "pass complete; waiting for more passes".to_string())
+            note("pass complete; waiting for more passes")
         };
+        let (ok, report) = (done.ok, serde_json::to_string(&done.report).unwrap_or_default());
         self.set(|st| {
             st.state = if finalize { "finalized".into() } else { "waiting".into() };
             st.finalized = finalize;

@@ -63,7 +63,8 @@ pub struct Report {
     pub disks: Vec<DiskReport>,
     pub wire_bytes: u64,
     pub finalized: bool,
-    pub receiver_report: String,
+    /// The receiver's report (the appliance's conversion report), a JSON document.
+    pub receiver_report: serde_json::Value,
     pub ok: bool,
     /// How consistent this pass's copy is (offline, live, frozen, not-crash-consistent).
     pub consistency: freeze::Consistency,
@@ -236,7 +237,8 @@ pub fn send(o: &Options) -> Result<Report> {
         disks: reports,
         wire_bytes: c.wire,
         finalized: o.finalize,
-        receiver_report: report,
+        // JSON text from the receiver; anything else is kept as the text it is.
+        receiver_report: serde_json::from_str(&report).unwrap_or(serde_json::Value::String(report)),
         ok,
         consistency,
         frozen: frozen_points,
