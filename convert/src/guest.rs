@@ -47,6 +47,20 @@ pub enum Kind {
     Other,
 }
 
+impl Kind {
+    /// The kind a `st_mode` says.
+    pub fn of_mode(mode: u32) -> Kind {
+        let t = SFlag::from_bits_truncate(mode) & SFlag::S_IFMT;
+        if t == SFlag::S_IFREG {
+            Kind::File
+        } else if t == SFlag::S_IFDIR {
+            Kind::Dir
+        } else {
+            Kind::Other
+        }
+    }
+}
+
 /// A handle on the migrated system's root directory.
 #[derive(Debug)]
 pub struct GuestRoot {
@@ -146,15 +160,7 @@ impl GuestRoot {
     }
 
     fn kind_of(fd: &OwnedFd) -> Result<Kind> {
-        let st = fstat(fd.as_fd())?;
-        let t = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
-        Ok(if t == SFlag::S_IFREG {
-            Kind::File
-        } else if t == SFlag::S_IFDIR {
-            Kind::Dir
-        } else {
-            Kind::Other
-        })
+        Ok(Kind::of_mode(fstat(fd.as_fd())?.st_mode))
     }
 
     /// What `p` is, following symlinks inside the root; `None` when it does not exist.
@@ -312,7 +318,7 @@ impl GuestRoot {
         };
         let tmp = format!(".{name}.ferry-tmp");
         let _ = nix::unistd::unlinkat(dir.as_fd(), tmp.as_str(), UnlinkatFlags::NoRemoveDir);
-        let old = old.filter(|st| SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFREG);
+        let old = old.filter(|st| Kind::of_mode(st.st_mode) == Kind::File);
         let (mode, owner) = match (perms, old) {
             (Some(p), _) => (p.mode, Some((p.uid, p.gid))),
             (None, Some(st)) => (st.st_mode & 0o7777, Some((st.st_uid, st.st_gid))),
@@ -377,16 +383,7 @@ impl GuestRoot {
     pub fn lkind(&self, p: &str) -> Result<Option<Kind>> {
         let Ok((dir, name)) = self.parent_of(p) else { return Ok(None) };
         match fstatat(dir.as_fd(), name.as_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
-            Ok(st) => {
-                let t = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
-                Ok(Some(if t == SFlag::S_IFREG {
-                    Kind::File
-                } else if t == SFlag::S_IFDIR {
-                    Kind::Dir
-                } else {
-                    Kind::Other
-                }))
-            }
+            Ok(st) => Ok(Some(Kind::of_mode(st.st_mode))),
             Err(Errno::ENOENT) => Ok(None),
             Err(e) => Err(explain(e)).with_context(|| format!("guest /{}", rel(p))),
         }
@@ -462,7 +459,7 @@ fn remove_at(dir: &OwnedFd, name: &str, depth: u32) -> Result<bool> {
         Err(Errno::ENOENT) => return Ok(false),
         Err(e) => return Err(e.into()),
     };
-    if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFDIR {
+    if Kind::of_mode(st.st_mode) != Kind::Dir {
         nix::unistd::unlinkat(dir.as_fd(), name, UnlinkatFlags::NoRemoveDir)?;
         return Ok(true);
     }

@@ -86,7 +86,12 @@ fn device_map(parts: &[Part]) -> rewrite::DevMap {
 
 /// Mounts `p` read-only at `at` and inspects it (with a separate /boot mounted read-only
 /// over it); `None` when it is not a Linux root.
-fn inspect_candidate(p: &Part, at: &Path, parts: &[Part]) -> Result<Option<inspect::System>> {
+fn inspect_candidate(
+    p: &Part,
+    at: &Path,
+    parts: &[Part],
+    map: &rewrite::DevMap,
+) -> Result<Option<inspect::System>> {
     let fs = p.fstype.map(|f| f.name());
     let _root = match mount::Mount::new(&p.dev, at, fs, nix::mount::MsFlags::MS_RDONLY) {
         Ok(m) => m,
@@ -100,10 +105,9 @@ fn inspect_candidate(p: &Part, at: &Path, parts: &[Part]) -> Result<Option<inspe
         return Ok(None);
     }
     let fstab = g.read_or_empty("etc/fstab")?;
-    let map = device_map(parts);
     let boot =
         mount::fstab_entries(&fstab).into_iter().find(|e| e.mount_point.trim_end_matches('/') == "/boot");
-    let _boot = match boot.and_then(|e| mount::resolve(&e.spec, parts, &map)) {
+    let _boot = match boot.and_then(|e| mount::resolve(&e.spec, parts, map)) {
         Some(p) => {
             let target = g.mount_point("boot")?;
             let fs = p.fstype.map(|f| f.name());
@@ -123,8 +127,9 @@ fn inspect_candidate(p: &Part, at: &Path, parts: &[Part]) -> Result<Option<inspe
 /// Finds the root filesystem by mounting candidates read-only.
 fn find_root<'a>(parts: &'a [Part], work: &Path) -> Result<(&'a Part, inspect::System)> {
     let probe_dir = work.join("probe");
+    let map = device_map(parts);
     for p in parts.iter().filter(|p| mount::root_candidate(p.fstype)) {
-        if let Some(sys) = inspect_candidate(p, &probe_dir, parts)
+        if let Some(sys) = inspect_candidate(p, &probe_dir, parts, &map)
             .with_context(|| format!("inspecting {}", p.dev.display()))?
         {
             return Ok((p, sys));
@@ -133,8 +138,10 @@ fn find_root<'a>(parts: &'a [Part], work: &Path) -> Result<(&'a Part, inspect::S
     bail!("no partition holds a Linux root filesystem (/etc/fstab and os-release)")
 }
 
-/// Partitions of the disks plus the LVs activated on them (the guard deactivates them).
-fn scan(m: &dyn Machine, disks: &[PathBuf]) -> Result<(lvm::Active, Vec<Part>)> {
+/// The partition devices made to match the tables on disk, probed, plus the LVs activated on
+/// them (the guard deactivates them).
+fn scan(m: &mut dyn Machine, disks: &[PathBuf]) -> Result<(lvm::Active, Vec<Part>)> {
+    m.refresh(disks)?;
     let mut parts = probe::all(m, disks);
     let pvs: Vec<PathBuf> = parts.iter().filter(|p| p.is(FsType::LvmPv)).map(|p| p.dev.clone()).collect();
     if pvs.is_empty() {
@@ -176,12 +183,7 @@ fn convert(
     // The LVs found now hold their PV partitions open; the kernel re-reads a table only when
     // none is in use, so they are deactivated (the guard dropped) at the end of this block.
     let (root, sys) = {
-        let (_lvs, parts) = log
-            .step("scan", Class::Essential, || {
-                m.refresh(disks)?;
-                scan(m, disks)
-            })?
-            .context("scan")?;
+        let (_lvs, parts) = log.step("scan", Class::Essential, || scan(m, disks))?.context("scan")?;
         let (root, sys) =
             log.step("inspect", Class::Essential, || find_root(&parts, &o.workdir))?.context("inspect")?;
         (root.clone(), sys)
@@ -238,12 +240,7 @@ fn convert(
             Ok(grown)
         })?
         .flatten();
-    let (lvs, parts) = log
-        .step("rescan", Class::Essential, || {
-            m.refresh(disks)?;
-            scan(m, disks)
-        })?
-        .context("rescan")?;
+    let (lvs, parts) = log.step("rescan", Class::Essential, || scan(m, disks))?.context("rescan")?;
     let root = parts.iter().find(|p| is_root(p)).context("root filesystem vanished after repartitioning")?;
     let map = device_map(&parts);
     let grown = grown_part.and_then(|(d, n)| parts.iter().find(|p| (p.disk, p.number) == (d, n)));

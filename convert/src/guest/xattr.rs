@@ -31,9 +31,7 @@ pub fn get_at(dir: &OwnedFd, file: &str, name: &std::ffi::CStr) -> Option<Vec<u8
     )
     .ok()?;
     let st = nix::sys::stat::fstat(fd.as_fd()).ok()?;
-    let regular = nix::sys::stat::SFlag::from_bits_truncate(st.st_mode) & nix::sys::stat::SFlag::S_IFMT
-        == nix::sys::stat::SFlag::S_IFREG;
-    regular.then(|| get(&fd, name)).flatten()
+    (super::Kind::of_mode(st.st_mode) == super::Kind::File).then(|| get(&fd, name)).flatten()
 }
 
 /// Sets the attribute; failures (no xattr support, no SELinux in this kernel) are ignored:
