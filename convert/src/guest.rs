@@ -172,6 +172,19 @@ impl GuestRoot {
         }
     }
 
+    /// The size of a regular file (following symlinks inside the root); `None` when it does not
+    /// exist or is not a regular file.
+    pub fn size(&self, p: &str) -> Result<Option<u64>> {
+        match self.resolve(p, OFlag::O_PATH) {
+            Ok(fd) => {
+                let st = fstat(fd.as_fd())?;
+                Ok((Kind::of_mode(st.st_mode) == Kind::File).then_some(st.st_size as u64))
+            }
+            Err(Errno::ENOENT | Errno::ENOTDIR | Errno::ELOOP) => Ok(None),
+            Err(e) => Err(explain(e)).with_context(|| format!("resolving guest /{}", rel(p))),
+        }
+    }
+
     pub fn is_file(&self, p: &str) -> bool {
         matches!(self.kind(p), Ok(Some(Kind::File)))
     }

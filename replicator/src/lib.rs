@@ -2,6 +2,7 @@
 //! the sender (`ferry send`) and the receiver (the appliance and `ferry-init receive`).
 
 pub mod auth;
+pub mod check;
 pub mod console;
 pub mod digest;
 pub mod layout;

@@ -1,8 +1,10 @@
-//! `ferry`: the source-side CLI. `ferry send` streams disks to the appliance; `ferry map` shows
-//! what would be sent.
+//! `ferry`: the source-side CLI. `ferry check` is the migration drill (nothing written),
+//! `ferry send` streams disks to the appliance (after the drill's source checks), `ferry map`
+//! shows what would be sent.
 
 use anyhow::{Context, Result};
 use argh::FromArgs;
+use ferry_replicator::check::{self, host::Host, remote};
 use ferry_replicator::progress::Style;
 use ferry_replicator::{layout, sender};
 
@@ -16,8 +18,50 @@ struct Args {
 #[derive(FromArgs)]
 #[argh(subcommand)]
 enum Cmd {
+    Check(Check),
     Send(Send),
     Map(Map),
+}
+
+/// The migration drill: what would make a migration fail, on this machine and (with --to) on
+/// the path to the appliance. Reads only; writes nothing to a source or a target. Exit code 2
+/// when something is Critical.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "check")]
+struct Check {
+    /// receiver HOST[:PORT] for the data sync tests (port 8703 by default)
+    #[argh(option)]
+    to: Option<String>,
+    /// the appliance's token (or FERRY_TOKEN, or --token-file)
+    #[argh(option)]
+    token: Option<String>,
+    /// read the token from this file (its first line)
+    #[argh(option)]
+    token_file: Option<String>,
+    /// SRC[=TARGET], as for `ferry send`; default: every disk this system lives on
+    #[argh(option)]
+    disk: Vec<String>,
+    /// pin the receiver's certificate (SHA-256 hex)
+    #[argh(option)]
+    fingerprint: Option<String>,
+    /// the appliance's status port (default 8080)
+    #[argh(option, default = "8080")]
+    status_port: u16,
+    /// compression level to test, as for `ferry send` (default 1)
+    #[argh(option, default = "1")]
+    compress: u8,
+    /// bandwidth limit in Mbit/s to assume in the estimate
+    #[argh(option)]
+    bwlimit: Option<f64>,
+    /// worker threads to assume for compression (default: CPUs)
+    #[argh(option)]
+    workers: Option<usize>,
+    /// seconds for each throughput test (default 3)
+    #[argh(option, default = "3.0")]
+    seconds: f64,
+    /// print the report as JSON
+    #[argh(switch)]
+    json: bool,
 }
 
 /// Send disks to a ferry appliance (or `ferry-init receive`).
@@ -64,6 +108,9 @@ struct Send {
     /// worker threads for hashing and compression (default: CPUs)
     #[argh(option)]
     workers: Option<usize>,
+    /// start even when `ferry check`'s source checks find something Critical
+    #[argh(switch)]
+    force: bool,
 }
 
 /// Show the partitions, filesystems and byte ranges `ferry send` would read.
@@ -83,6 +130,7 @@ fn main() {
     signals();
     let args: Args = argh::from_env();
     let r = match args.cmd {
+        Cmd::Check(c) => check(c),
         Cmd::Send(s) => send(s),
         Cmd::Map(m) => map(m),
     };
@@ -116,14 +164,14 @@ fn signals() {
     });
 }
 
-fn token(a: &Send) -> Result<String> {
-    if let Some(p) = &a.token_file {
+fn token(token: &Option<String>, token_file: &Option<String>) -> Result<String> {
+    if let Some(p) = token_file {
         let t = std::fs::read_to_string(p).with_context(|| format!("reading --token-file {p}"))?;
         let t = t.lines().next().unwrap_or("").trim().to_string();
         anyhow::ensure!(!t.is_empty(), "--token-file {p} is empty");
         return Ok(t);
     }
-    a.token
+    token
         .clone()
         .or_else(|| std::env::var("FERRY_TOKEN").ok())
         .context("--token, --token-file or FERRY_TOKEN is required")
@@ -140,22 +188,130 @@ fn system_disks() -> Result<Vec<(String, String)>> {
     Ok(disks.into_iter().map(|(d, _)| (format!("/dev/{d}"), String::new())).collect())
 }
 
-fn send(a: Send) -> Result<i32> {
-    let token = token(&a)?;
-    anyhow::ensure!(a.compress <= 10, "--compress must be 0..10, got {}", a.compress);
-    let disks = if a.disk.is_empty() {
-        system_disks()?
-    } else {
-        a.disk
-            .iter()
-            .map(|d| match d.split_once('=') {
-                Some((s, t)) => (s.to_string(), t.to_string()),
-                None => (d.clone(), String::new()),
-            })
-            .collect()
+/// `--disk SRC[=TARGET]...`, or every disk this system lives on.
+fn disks(list: &[String]) -> Result<Vec<(String, String)>> {
+    if list.is_empty() {
+        return system_disks();
+    }
+    Ok(list
+        .iter()
+        .map(|d| match d.split_once('=') {
+            Some((s, t)) => (s.to_string(), t.to_string()),
+            None => (d.clone(), String::new()),
+        })
+        .collect())
+}
+
+fn workers(w: Option<usize>) -> usize {
+    w.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
+}
+
+/// The appliance's data port in `--to`, and its status port.
+fn ports(to: &str, status: u16) -> Vec<u16> {
+    let data = to.rsplit_once(':').and_then(|(_, p)| p.parse().ok()).unwrap_or(sender::DEFAULT_PORT);
+    vec![data, status]
+}
+
+fn check(c: Check) -> Result<i32> {
+    anyhow::ensure!(c.compress <= 10, "--compress must be 0..10, got {}", c.compress);
+    anyhow::ensure!(c.seconds > 0.0 && c.seconds <= 60.0, "--seconds must be in (0, 60], got {}", c.seconds);
+    let mut items = Vec::new();
+    let mut srcs = Vec::new();
+    let disks = disks(&c.disk)?;
+    let paths: Vec<&str> = disks.iter().map(|(p, _)| p.as_str()).collect();
+    for (path, sel) in &disks {
+        match sender::analyse(path, sel) {
+            Ok(s) => srcs.push(s),
+            Err(e) => items.push(
+                check::Item::new("source", check::Level::Critical, "Source", format!("{e:#}"))
+                    .on(path)
+                    .fix("name a readable block device or image file (as root for devices)"),
+            ),
+        }
+    }
+    let (ports, addrs) = match &c.to {
+        Some(to) => (ports(to, c.status_port), remote::addresses(to)),
+        None => (vec![sender::DEFAULT_PORT, c.status_port], Vec::new()),
     };
-    let workers =
-        a.workers.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    items.extend(check::source_items(&Host::system(), &paths, &srcs, &ports, &addrs));
+    if let Some(to) = &c.to {
+        let token = token(&c.token, &c.token_file)?;
+        let r = remote::Remote {
+            to,
+            token: &token,
+            fingerprint: c.fingerprint.clone(),
+            status_port: c.status_port,
+            compress: c.compress,
+            workers: workers(c.workers),
+            bwlimit_mbit: c.bwlimit,
+            seconds: c.seconds,
+        };
+        items.extend(remote::items(&r, &srcs));
+    }
+    let rep = check::Report::new(items);
+    if c.json {
+        println!("{}", serde_json::to_string_pretty(&rep)?);
+    } else {
+        print!("{}", rep.table());
+    }
+    Ok(rep.exit_code())
+}
+
+/// `ferry send`'s drill: the source checks; Critical stops it unless `--force`.
+fn precheck(a: &Send, disks: &[(String, String)]) -> Result<()> {
+    let mut srcs = Vec::new();
+    for (p, sel) in disks {
+        srcs.push(sender::analyse(p, sel)?);
+    }
+    let paths: Vec<&str> = disks.iter().map(|(p, _)| p.as_str()).collect();
+    let (ports, addrs) = (ports(&a.to, 8080), remote::addresses(&a.to));
+    let rep = check::Report::new(check::source_items(&Host::system(), &paths, &srcs, &ports, &addrs));
+    if a.json {
+        println!("{}", serde_json::json!({"event": "check", "check": rep}));
+    }
+    for i in rep.items.iter().filter(|i| i.level == check::Level::Warning) {
+        log::warn!(
+            "check: {}{}: {}",
+            i.title,
+            i.subject.as_ref().map(|s| format!(" ({s})")).unwrap_or_default(),
+            i.detail
+        );
+    }
+    let crit = rep.critical();
+    if crit.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<String> = crit
+        .iter()
+        .map(|i| {
+            format!(
+                "{} [{}{}]: {}",
+                i.title,
+                i.id,
+                i.subject.as_ref().map(|s| format!(" {s}")).unwrap_or_default(),
+                i.detail
+            )
+        })
+        .collect();
+    if a.force {
+        for n in &names {
+            log::warn!("check: Critical, going on (--force): {n}");
+        }
+        return Ok(());
+    }
+    anyhow::bail!(
+        "the source check found {} Critical item(s); nothing was sent: {}. Run `ferry check` for the actions, or pass --force",
+        names.len(),
+        names.join("; ")
+    )
+}
+
+fn send(a: Send) -> Result<i32> {
+    let token = token(&a.token, &a.token_file)?;
+    anyhow::ensure!(a.compress <= 10, "--compress must be 0..10, got {}", a.compress);
+    let disks = disks(&a.disk)?;
+    precheck(&a, &disks)?;
+    let workers = workers(a.workers);
     let o = sender::Options {
         to: a.to,
         token,

@@ -7,7 +7,7 @@ pub use frame::{read_frame, read_frame_max, write_frame, FrameError, MAX_FRAME};
 use serde::{Deserialize, Serialize};
 
 pub const MAGIC: [u8; 8] = *b"FERRY\0\0\x01";
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 /// Largest frame accepted before the peer has proved the token.
 pub const MAX_PREAUTH_FRAME: u32 = 4096;
 /// Granularity of hashing, resume and delta comparison.
@@ -153,6 +153,22 @@ pub enum Msg {
     Error {
         message: String,
     },
+    /// `ferry check`, before any plan: data the receiver decodes and discards (a throughput
+    /// test over the real channel); bounded like `Data`.
+    Sink {
+        raw_len: u32,
+        compressed: bool,
+        bytes: serde_bytes::ByteBuf,
+    },
+    /// The end of a throughput test: the receiver answers `SinkDone`.
+    SinkEnd,
+    /// Raw and wire bytes the receiver took since the last `SinkDone`.
+    SinkDone {
+        raw_bytes: u64,
+        wire_bytes: u64,
+    },
+    /// `ferry check` is done (instead of a real `Plan`): the session ends, nothing changed.
+    Bye,
 }
 
 impl Msg {
@@ -175,6 +191,10 @@ impl Msg {
             Msg::Finish { .. } => "Finish",
             Msg::Finished { .. } => "Finished",
             Msg::Error { .. } => "Error",
+            Msg::Sink { .. } => "Sink",
+            Msg::SinkEnd => "SinkEnd",
+            Msg::SinkDone { .. } => "SinkDone",
+            Msg::Bye => "Bye",
         }
     }
 }

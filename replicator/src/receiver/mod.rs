@@ -62,6 +62,8 @@ pub struct RxStatus {
     pub sessions: u64,
     pub failed_auth: u64,
     pub passes_completed: u64,
+    /// `ferry check` sessions served (they change nothing).
+    pub checks: u64,
     pub finalized: bool,
     pub last_error: Option<String>,
     pub disks: Vec<DiskProgress>,
@@ -106,6 +108,8 @@ pub enum Outcome {
     Refused,
     Pass,
     Finalized,
+    /// A `ferry check` session: throughput and dry-run plans only, nothing changed.
+    Checked,
 }
 
 impl Receiver {

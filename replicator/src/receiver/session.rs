@@ -58,6 +58,36 @@ impl Limiter {
     }
 }
 
+/// A `ferry check` throughput test: data decoded like `Data` and dropped.
+#[derive(Default)]
+struct Sink {
+    raw: u64,
+    wire: u64,
+}
+
+impl Sink {
+    fn take(&mut self, raw_len: u32, compressed: bool, bytes: &[u8]) -> Result<()> {
+        ensure!(
+            raw_len as u64 <= PIECE && bytes.len() as u64 <= PIECE,
+            "protocol error: throughput data of {raw_len} bytes ({} on the wire); a piece is at most {PIECE} bytes",
+            bytes.len()
+        );
+        let n = if compressed {
+            zstd::bulk::decompress(bytes, raw_len as usize).context("decompressing throughput data")?.len()
+        } else {
+            bytes.len()
+        };
+        ensure!(n == raw_len as usize, "throughput data: {n} bytes, header says {raw_len}");
+        self.raw += n as u64;
+        self.wire += bytes.len() as u64;
+        Ok(())
+    }
+
+    fn totals(self) -> (u64, u64) {
+        (self.raw, self.wire)
+    }
+}
+
 impl Receiver {
     /// Serves one connection to its end. `authed` is set once the peer has proved the token.
     pub(super) fn connection(
@@ -140,8 +170,27 @@ impl Receiver {
             s,
             &Msg::Welcome { mac: auth::confirmation(key, Role::Receiver), targets: targets.clone() },
         )?;
+        let mut sink = Sink::default();
         let (prepared, starts, disks, verify) = loop {
-            let Msg::Plan { disks, verify, dry_run } = proto::expect(s, "Plan")? else { unreachable!() };
+            let (disks, verify, dry_run) = match proto::recv(s)? {
+                Msg::Plan { disks, verify, dry_run } => (disks, verify, dry_run),
+                Msg::Sink { raw_len, compressed, bytes } => {
+                    sink.take(raw_len, compressed, &bytes)?;
+                    continue;
+                }
+                Msg::SinkEnd => {
+                    let (raw_bytes, wire_bytes) = std::mem::take(&mut sink).totals();
+                    write_frame(s, &Msg::SinkDone { raw_bytes, wire_bytes })?;
+                    std::io::Write::flush(s)?;
+                    continue;
+                }
+                Msg::Bye => {
+                    self.set(|st| st.checks += 1);
+                    log::info!("receiver: a `ferry check` session ended; nothing changed");
+                    return Ok(Outcome::Checked);
+                }
+                other => bail!("protocol error: expected Plan, got {}", other.kind()),
+            };
             let (prepared, starts) = match self.check_plan(&disks, &specs, &targets) {
                 Ok(x) => x,
                 Err(e) => return self.refuse(s, format!("{e:#}")),

@@ -53,7 +53,7 @@ impl Live {
 /// The kernel names of the devices a source path stands for: a block device, or the loop
 /// devices over an image file; a loop device also stands for every other loop device over the
 /// same file.
-fn source_devices(sys: &Sys, path: &str) -> BTreeSet<String> {
+pub fn source_devices(sys: &Sys, path: &str) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     let backing = match sys.name_of_node(Path::new(path)) {
         Some(n) => {

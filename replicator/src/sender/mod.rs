@@ -79,14 +79,14 @@ pub fn zstd_level(c: u8) -> i32 {
     [0, 1, 2, 3, 5, 7, 9, 12, 15, 17, 19][c.min(10) as usize]
 }
 
-struct Conn {
-    s: ClientStream,
-    wire: u64,
-    bucket: Option<Bucket>,
+pub(crate) struct Conn {
+    pub(crate) s: ClientStream,
+    pub(crate) wire: u64,
+    pub(crate) bucket: Option<Bucket>,
 }
 
 impl Conn {
-    fn send(&mut self, m: &Msg) -> Result<usize> {
+    pub(crate) fn send(&mut self, m: &Msg) -> Result<usize> {
         let n = write_frame(&mut self.s, m).context("sending to the receiver")?;
         if let Some(b) = &mut self.bucket {
             b.take(n);
@@ -96,7 +96,7 @@ impl Conn {
     }
 }
 
-fn connect(to: &str) -> Result<TcpStream> {
+pub(crate) fn connect(to: &str) -> Result<TcpStream> {
     let addr = if to.contains(':') { to.to_string() } else { format!("{to}:{DEFAULT_PORT}") };
     let addrs: Vec<_> = addr.to_socket_addrs().with_context(|| format!("resolving {addr}"))?.collect();
     let mut last = None;
@@ -111,14 +111,14 @@ fn connect(to: &str) -> Result<TcpStream> {
 }
 
 /// One source: its path, target selector, open handle and layout.
-struct Src {
-    path: String,
-    sel: String,
-    f: Arc<source::Source>,
-    layout: Layout,
+pub struct Src {
+    pub path: String,
+    pub sel: String,
+    pub f: Arc<source::Source>,
+    pub layout: Layout,
 }
 
-fn analyse(path: &str, sel: &str) -> Result<Src> {
+pub fn analyse(path: &str, sel: &str) -> Result<Src> {
     let f = source::open(path)?;
     let layout = layout::analyze(&f).with_context(|| format!("analysing {path}"))?;
     if !f.is_direct() {
@@ -146,7 +146,12 @@ fn plans(srcs: &[Src]) -> Vec<DiskPlan> {
         .collect()
 }
 
-fn plan_ok(c: &mut Conn, srcs: &[Src], verify: bool, dry_run: bool) -> Result<Vec<proto::DiskStart>> {
+pub(crate) fn plan_ok(
+    c: &mut Conn,
+    srcs: &[Src],
+    verify: bool,
+    dry_run: bool,
+) -> Result<Vec<proto::DiskStart>> {
     c.send(&Msg::Plan { disks: plans(srcs), verify, dry_run })?;
     let Msg::PlanOk { disks: starts } = proto::expect(&mut c.s, "PlanOk")? else { unreachable!() };
     anyhow::ensure!(

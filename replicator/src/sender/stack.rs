@@ -145,6 +145,10 @@ impl Sys {
         self.holders(name).is_empty() && self.partitions(name).is_empty()
     }
 
+    pub fn slaves(&self, name: &str) -> Vec<String> {
+        self.entries(name, "slaves")
+    }
+
     pub fn holders(&self, name: &str) -> Vec<String> {
         self.entries(name, "holders")
     }
@@ -164,6 +168,11 @@ impl Sys {
             .collect();
         v.sort();
         v
+    }
+
+    /// The device-mapper uuid (`LVM-…`, `CRYPT-LUKS2-…`), if `name` is a dm device.
+    pub fn dm_uuid(&self, name: &str) -> Option<String> {
+        read_trim(&self.class(name).join("dm/uuid")).filter(|u| !u.is_empty())
     }
 
     /// A readable name for messages: `dm-0 (vg-root)`, `md0`, `sda2`.
@@ -276,7 +285,7 @@ pub fn mounts_on<'a>(sys: &Sys, mounts: &'a [Mount], devs: &BTreeSet<String>) ->
 }
 
 /// Network and virtual filesystems: never migrated by block copy.
-fn is_network(fstype: &str) -> bool {
+pub fn is_network(fstype: &str) -> bool {
     matches!(fstype, "nfs" | "nfs4" | "cifs" | "smb3" | "sshfs" | "fuse.sshfs" | "glusterfs" | "ceph" | "9p")
 }
 
@@ -330,5 +339,7 @@ pub fn system_disks(sys: &Sys, mounts: &[Mount], fstab: &str) -> Result<Vec<(Str
     Ok(out)
 }
 
+#[cfg(test)]
+pub(crate) mod fixture;
 #[cfg(test)]
 mod tests;
