@@ -78,10 +78,26 @@ pub fn run(root: Option<&Path>, argv: &[&str]) -> Result<String> {
 pub const TIMEOUT: Duration = Duration::from_secs(3600);
 
 pub fn run_env(root: Option<&Path>, argv: &[&str], env: &[(&str, &str)]) -> Result<String> {
-    run_for(root, argv, env, TIMEOUT)
+    run_for(root, argv, env, TIMEOUT, log::Level::Info)
 }
 
-fn run_for(root: Option<&Path>, argv: &[&str], env: &[(&str, &str)], limit: Duration) -> Result<String> {
+/// A quick look (a drill's `nft list ruleset`, a trial `grub-mkconfig`): logged at debug level,
+/// killed after `limit`.
+pub struct Quick(pub Duration);
+
+impl Runner for Quick {
+    fn run(&self, root: Option<&Path>, argv: &[&str]) -> Result<String> {
+        run_for(root, argv, &[], self.0, log::Level::Debug)
+    }
+}
+
+fn run_for(
+    root: Option<&Path>,
+    argv: &[&str],
+    env: &[(&str, &str)],
+    limit: Duration,
+    level: log::Level,
+) -> Result<String> {
     let Some(prog) = argv.first() else { bail!("no command to run") };
     let line = match root {
         Some(r) => format!("chroot {} {}", r.display(), argv.join(" ")),
@@ -110,7 +126,7 @@ fn run_for(root: Option<&Path>, argv: &[&str], env: &[(&str, &str)], limit: Dura
             });
         }
     }
-    log::info!("running: {line}");
+    log::log!(level, "running: {line}");
     let mut child = c.spawn().with_context(|| format!("starting `{line}`"))?;
     let pid = child.id();
     own(pid, true);
@@ -172,7 +188,13 @@ mod tests {
     #[test]
     fn a_hung_command_and_its_children_are_killed() {
         let t0 = Instant::now();
-        let e = run_for(None, &["sh", "-c", "sleep 60 & sleep 60"], &[], Duration::from_millis(300));
+        let e = run_for(
+            None,
+            &["sh", "-c", "sleep 60 & sleep 60"],
+            &[],
+            Duration::from_millis(300),
+            log::Level::Info,
+        );
         let e = format!("{:#}", e.unwrap_err());
         assert!(e.contains("did not finish within") && e.contains("sleep 60"), "{e}");
         assert!(t0.elapsed() < Duration::from_secs(10), "the background child held the pipes");

@@ -1,5 +1,6 @@
-//! `ferry send` from the host into the booted appliance over a forwarded port: the target disk
-//! ends up equal to the source on every used block, and /status shows progress and the end.
+//! `ferry check`, then `ferry send`, from the host into the booted appliance over forwarded
+//! ports: the drill passes and changes nothing, the target disk ends up equal to the source on
+//! every used block, and /status shows progress and the end.
 
 use ferry_qemu_tests::{binary, free_port, run, sparse_file, Bus, Disk, VmBuilder};
 use std::os::unix::fs::FileExt;
@@ -55,6 +56,34 @@ fn send_into_the_appliance() {
     let start = serial.lines().find(|l| l.contains("ferry-init") && l.contains("starting")).unwrap();
     assert!(!start.contains(TOKEN) && start.contains("ferry.token=(hidden)"), "{start}");
     let fp = st["receiver"]["fingerprint"].as_str().unwrap().to_string();
+
+    // The drill first: every data sync test against the booted appliance, and nothing written.
+    let hash = || run(Command::new("sha256sum").arg(&tgt)).unwrap();
+    let before = hash();
+    let chk = Command::new(binary("ferry"))
+        .args(["check", "--to", &format!("127.0.0.1:{data}"), "--status-port", &status.to_string()])
+        .args(["--token", TOKEN, "--seconds", "1", "--json"])
+        .arg("--disk")
+        .arg(format!("{}=TARGET0", src.display()))
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&chk.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&chk.stderr)));
+    assert_eq!(chk.status.code(), Some(0), "{report:#}");
+    let item = |id: &str| report["items"].as_array().unwrap().iter().find(|i| i["id"] == id).unwrap().clone();
+    assert_eq!(item("connect-status")["values"]["phase"], "receiving", "{report:#}");
+    assert_eq!(item("authentication")["values"]["fingerprint"], fp.as_str(), "{report:#}");
+    assert_eq!(item("authentication")["level"], "ok", "{report:#}");
+    assert_eq!(item("target-plan")["values"]["target"], "vda", "{report:#}");
+    assert!(item("network-throughput")["values"]["bytes_per_second"].as_f64().unwrap() > 0.0);
+    assert!(item("estimate")["values"]["seconds"].as_f64().is_some());
+    assert_eq!(hash(), before, "ferry check changed the target disk");
+    let st = ferry_qemu_tests::http_get(status, "/status").unwrap();
+    let st: serde_json::Value = serde_json::from_str(&st).unwrap();
+    assert_eq!(
+        (st["receiver"]["checks"].as_u64(), st["receiver"]["state"].as_str()),
+        (Some(1), Some("waiting"))
+    );
 
     // A wrong token first: refused and counted.
     let bad = Command::new(binary("ferry"))

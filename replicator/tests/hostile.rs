@@ -99,6 +99,33 @@ fn decompression_is_bounded_by_the_piece_size() {
     assert!(e.contains(&PIECE.to_string()), "not refused by the piece size: {e}");
 }
 
+/// `ferry check`'s throughput data is bounded like `Data`, and only accepted before a plan.
+#[test]
+fn throughput_data_is_bounded_and_only_before_a_plan() {
+    let c = case();
+    let r = receiver(&[&c.tgt], &c.state, None);
+    let mut s = tls_client(r.addr);
+    ferry_replicator::auth::client_handshake(&mut s, TOKEN).unwrap();
+    let mut enc = zstd::stream::Encoder::new(Vec::new(), 19).unwrap();
+    for _ in 0..64 {
+        enc.write_all(&vec![0u8; MIB as usize]).unwrap();
+    }
+    let bytes = enc.finish().unwrap();
+    write_frame(&mut s, &Msg::Sink { raw_len: u32::MAX, compressed: true, bytes: bytes.into() }).unwrap();
+    s.flush().unwrap();
+    let e = r.outcomes.recv_timeout(Duration::from_secs(30)).unwrap().unwrap_err();
+    assert!(e.contains(&PIECE.to_string()), "not refused by the piece size: {e}");
+    // After a real plan, the transfer takes no throughput data.
+    let before = file_hash(&c.tgt);
+    let mut s = authenticated(r.addr, &c.src);
+    write_frame(&mut s, &Msg::Sink { raw_len: 1, compressed: false, bytes: vec![1].into() }).unwrap();
+    s.flush().unwrap();
+    let e = r.outcomes.recv_timeout(Duration::from_secs(30)).unwrap().unwrap_err();
+    assert!(e.contains("unexpected Sink"), "{e}");
+    assert_eq!(file_hash(&c.tgt), before);
+    assert_eq!(r.status.lock().unwrap().checks, 0);
+}
+
 #[test]
 fn hash_queries_are_bounded_by_the_block_size() {
     let c = case();

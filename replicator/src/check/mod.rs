@@ -179,6 +179,13 @@ pub fn source_items(
     }
     out.extend(storage::mounted_usage(h, &mounts, &devs));
     out.extend(storage::stack_items(&h.sys, &mounts, &devs));
+    let sources: Vec<String> = paths.iter().map(|p| p.to_string()).collect();
+    for w in crate::sender::freeze::inspect(&h.sys, &mounts, &sources).invisible {
+        out.push(
+            Item::new("freeze-support", Level::Warning, "Cannot be frozen", w)
+                .fix("stop what holds it (a VM, a database on the raw device, a mount in a container) before the final pass"),
+        );
+    }
     if holds_running_system(h, &mounts, &devs) {
         out.extend(system::items(h, &mounts));
     } else {
