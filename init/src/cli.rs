@@ -3,7 +3,8 @@
 use argh::FromArgs;
 use ferry_convert::nics::Nics;
 
-/// ferry-init: the ferry appliance's PID 1; on a normal host, these subcommands.
+/// ferry-init: the ferry appliance's PID 1; on a normal host, these subcommands (and
+/// `--version`).
 #[derive(FromArgs)]
 struct Args {
     #[argh(subcommand)]
@@ -79,6 +80,10 @@ struct CmdlineCmd {
 }
 
 pub fn main() -> i32 {
+    if std::env::args().nth(1).as_deref() == Some("--version") {
+        println!("ferry-init {}", env!("CARGO_PKG_VERSION"));
+        return 0;
+    }
     let args: Args = argh::from_env();
     crate::logger::init(std::env::var_os("FERRY_DEBUG").is_some(), false);
     let r = match args.cmd {

@@ -76,6 +76,7 @@ pub fn document(shared: &Shared) -> serde_json::Value {
     if let Some(rx) = rx {
         v["receiver"] = serde_json::to_value(&*rx.lock().unwrap()).unwrap_or_default();
     }
+    v["version"] = serde_json::json!(env!("CARGO_PKG_VERSION"));
     v["uptime_s"] = serde_json::json!(crate::sysinfo::uptime());
     v["network"] = serde_json::to_value(crate::net::links()).unwrap_or_default();
     v["disks"] =

@@ -8,7 +8,7 @@ use ferry_replicator::check::{self, host::Host, remote};
 use ferry_replicator::progress::Style;
 use ferry_replicator::{layout, sender};
 
-/// ferry: move a Linux server onto a fresh KVM virtual machine.
+/// ferry: move a Linux server onto a fresh KVM virtual machine (`ferry --version`: its version).
 #[derive(FromArgs)]
 struct Args {
     #[argh(subcommand)]
@@ -128,6 +128,10 @@ struct Map {
 fn main() {
     ferry_replicator::console::init_logger();
     signals();
+    if std::env::args().nth(1).as_deref() == Some("--version") {
+        println!("ferry {}", env!("CARGO_PKG_VERSION"));
+        std::process::exit(0);
+    }
     let args: Args = argh::from_env();
     let r = match args.cmd {
         Cmd::Check(c) => check(c),
@@ -202,8 +206,16 @@ fn disks(list: &[String]) -> Result<Vec<(String, String)>> {
         .collect())
 }
 
-fn workers(w: Option<usize>) -> usize {
-    w.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
+fn workers(w: Option<usize>) -> Result<usize> {
+    anyhow::ensure!(w != Some(0), "--workers must be at least 1");
+    Ok(w.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)))
+}
+
+fn bwlimit(b: Option<f64>) -> Result<Option<f64>> {
+    if let Some(x) = b {
+        anyhow::ensure!(x.is_finite() && x > 0.0, "--bwlimit must be a positive number of Mbit/s, got {x}");
+    }
+    Ok(b)
 }
 
 /// The appliance's data port in `--to`, and its status port.
@@ -215,6 +227,7 @@ fn ports(to: &str, status: u16) -> Vec<u16> {
 fn check(c: Check) -> Result<i32> {
     anyhow::ensure!(c.compress <= 10, "--compress must be 0..10, got {}", c.compress);
     anyhow::ensure!(c.seconds > 0.0 && c.seconds <= 60.0, "--seconds must be in (0, 60], got {}", c.seconds);
+    let (workers, bw) = (workers(c.workers)?, bwlimit(c.bwlimit)?);
     let mut items = Vec::new();
     let mut srcs = Vec::new();
     let disks = disks(&c.disk)?;
@@ -242,8 +255,8 @@ fn check(c: Check) -> Result<i32> {
             fingerprint: c.fingerprint.clone(),
             status_port: c.status_port,
             compress: c.compress,
-            workers: workers(c.workers),
-            bwlimit_mbit: c.bwlimit,
+            workers,
+            bwlimit_mbit: bw,
             seconds: c.seconds,
         };
         items.extend(remote::items(&r, &srcs));
@@ -311,7 +324,8 @@ fn send(a: Send) -> Result<i32> {
     anyhow::ensure!(a.compress <= 10, "--compress must be 0..10, got {}", a.compress);
     let disks = disks(&a.disk)?;
     precheck(&a, &disks)?;
-    let workers = workers(a.workers);
+    let workers = workers(a.workers)?;
+    bwlimit(a.bwlimit)?;
     let o = sender::Options {
         to: a.to,
         token,

@@ -49,17 +49,96 @@ fn after<'a>(rule: &'a str, key: &str) -> Option<&'a str> {
     rest.split_whitespace().next()
 }
 
-/// Does a dropping rule hit traffic to `ports` on `addrs`? (No port or address condition: all.)
-fn hits(rule: &str, port_keys: &[&str], addr_keys: &[&str], ports: &[u16], addrs: &[IpAddr]) -> bool {
+/// Is `ip` inside `net` (an address or CIDR prefix)?
+fn in_net(ip: &IpAddr, net: &str) -> bool {
+    let (a, bits) = match net.split_once('/') {
+        Some((a, b)) => (a, b.parse::<u32>().ok()),
+        None => (net, None),
+    };
+    match (ip, a.parse::<IpAddr>()) {
+        (IpAddr::V4(x), Ok(IpAddr::V4(n))) => {
+            let b = bits.unwrap_or(32).min(32);
+            let mask = if b == 0 { 0 } else { u32::MAX << (32 - b) };
+            u32::from(*x) & mask == u32::from(n) & mask
+        }
+        (IpAddr::V6(x), Ok(IpAddr::V6(n))) => {
+            let b = bits.unwrap_or(128).min(128);
+            let mask = if b == 0 { 0 } else { u128::MAX << (128 - b) };
+            u128::from(*x) & mask == u128::from(n) & mask
+        }
+        _ => false,
+    }
+}
+
+/// Does a dropping rule hit TCP to `ports` on `addrs`? It must name a port or an address that
+/// covers ours, or be a bare verdict (nothing but counters, logging, the protocol and the verdict).
+/// Rules with conditions ferry cannot evaluate (connection state, interfaces, negations) are left
+/// out: a Warning must not cry wolf.
+fn hits(
+    rule: &str,
+    port_keys: &[&str],
+    addr_keys: &[&str],
+    neutral: &[&str],
+    ports: &[u16],
+    addrs: &[IpAddr],
+) -> bool {
+    if rule.contains("!=") || rule.contains(" ! ") || rule.contains("udp") {
+        return false;
+    }
     let port = port_keys.iter().find_map(|k| after(rule, k));
     let addr = addr_keys.iter().find_map(|k| after(rule, k));
+    if port.is_none() && addr.is_none() {
+        let mut words = rule.split_whitespace().peekable();
+        while let Some(w) = words.next() {
+            let skip_next = matches!(
+                w,
+                "packets"
+                    | "bytes"
+                    | "-A"
+                    | "-p"
+                    | "-j"
+                    | "--reject-with"
+                    | "with"
+                    | "type"
+                    | "prefix"
+                    | "-m"
+            );
+            if skip_next {
+                words.next();
+            } else if !neutral.contains(&w) {
+                return false;
+            }
+        }
+        return true;
+    }
     let port_hit = port.is_none_or(|e| ports.iter().any(|&p| covers(e, p)));
     let addr_hit = addr.is_none_or(|a| {
-        let a = a.split('/').next().unwrap_or(a);
-        addrs.is_empty() || addrs.iter().any(|x| x.to_string() == a)
+        addrs.is_empty()
+            || a.split([',', ' ']).filter(|x| !x.is_empty()).any(|n| addrs.iter().any(|ip| in_net(ip, n)))
     });
     port_hit && addr_hit
 }
+
+/// Words of a bare nft verdict rule.
+const NFT_NEUTRAL: &[&str] = &[
+    "counter",
+    "log",
+    "drop",
+    "reject",
+    "tcp",
+    "meta",
+    "l4proto",
+    "ip",
+    "ip6",
+    "icmp",
+    "icmpv6",
+    "tcp-reset",
+    "admin-prohibited",
+    "port-unreachable",
+    "host-prohibited",
+];
+/// Words of a bare iptables verdict rule.
+const IPT_NEUTRAL: &[&str] = &["DROP", "REJECT"];
 
 /// nftables rules (from `nft list ruleset`) that would stop traffic to the appliance.
 pub fn nft_blocks(ruleset: &str, ports: &[u16], addrs: &[IpAddr]) -> Vec<String> {
@@ -75,7 +154,7 @@ pub fn nft_blocks(ruleset: &str, ports: &[u16], addrs: &[IpAddr]) -> Vec<String>
             }
         } else if output_chain
             && (l.ends_with(" drop") || l == "drop" || l.contains(" reject"))
-            && hits(l, &["dport"], &["daddr"], ports, addrs)
+            && hits(l, &["dport"], &["daddr"], NFT_NEUTRAL, ports, addrs)
         {
             out.push(format!("nftables: {l}"));
         }
@@ -92,7 +171,7 @@ pub fn iptables_blocks(rules: &str, ports: &[u16], addrs: &[IpAddr]) -> Vec<Stri
             *l == "-P OUTPUT DROP"
                 || (l.starts_with("-A OUTPUT")
                     && (l.contains("-j DROP") || l.contains("-j REJECT"))
-                    && hits(l, &["--dport ", "--dports "], &["-d "], ports, addrs))
+                    && hits(l, &["--dport ", "--dports "], &["-d "], IPT_NEUTRAL, ports, addrs))
         })
         .map(|l| format!("iptables: {l}"))
         .collect()
@@ -128,7 +207,7 @@ pub fn firewall(h: &Host, ports: &[u16], addrs: &[IpAddr]) -> Item {
         )
     } else {
         Item::new("firewall", Level::Warning, T, found.join("; ")).fix(format!(
-            "allow outbound TCP to the appliance on port {list} (a later accept rule may already do so)"
+            "allow outbound TCP to the appliance on port {list} (an earlier accept rule may already do so; chains reached by jump are not followed)"
         ))
     };
     i.val("rules", found)
@@ -166,6 +245,18 @@ mod tests {
         assert_eq!(nft_blocks(NFT, &[8080], &["192.0.2.9".parse().unwrap()]).len(), 1);
         let drop_all = "chain output {\n type filter hook output priority 0; policy drop;\n}\n";
         assert_eq!(nft_blocks(drop_all, &[8703], &[]).len(), 1);
+        // Conditions ferry cannot judge are left alone; bare verdicts, CIDRs and sets count.
+        let out = |r: &str| {
+            format!("chain output {{\n type filter hook output priority 0; policy accept;\n {r}\n}}\n")
+        };
+        let ip: IpAddr = "10.1.2.3".parse().unwrap();
+        assert!(nft_blocks(&out("ct state invalid drop"), &[8703], &[ip]).is_empty());
+        assert!(nft_blocks(&out("oifname \"eth1\" drop"), &[8703], &[ip]).is_empty());
+        assert!(nft_blocks(&out("tcp dport != 22 drop"), &[8703], &[ip]).is_empty());
+        assert_eq!(nft_blocks(&out("counter packets 0 bytes 0 drop"), &[8703], &[ip]).len(), 1);
+        assert_eq!(nft_blocks(&out("ip daddr 10.0.0.0/8 drop"), &[8703], &[ip]).len(), 1);
+        assert_eq!(nft_blocks(&out("ip daddr { 192.0.2.1, 10.1.2.3 } reject"), &[8703], &[ip]).len(), 1);
+        assert!(nft_blocks(&out("ip daddr 192.168.0.0/16 drop"), &[8703], &[ip]).is_empty());
     }
 
     #[test]
@@ -175,6 +266,21 @@ mod tests {
         assert_eq!(iptables_blocks(rules, &[8080], &[]).len(), 1);
         assert!(iptables_blocks(rules, &[443], &[]).is_empty());
         assert_eq!(iptables_blocks("-P OUTPUT DROP\n", &[8703], &[]), ["iptables: -P OUTPUT DROP"]);
+        let ip: IpAddr = "10.1.2.3".parse().unwrap();
+        assert_eq!(iptables_blocks("-A OUTPUT -j DROP\n", &[8703], &[ip]).len(), 1);
+        assert_eq!(
+            iptables_blocks(
+                "-A OUTPUT -d 10.1.0.0/16 -j REJECT --reject-with icmp-net-prohibited\n",
+                &[8703],
+                &[ip]
+            )
+            .len(),
+            1
+        );
+        assert!(
+            iptables_blocks("-A OUTPUT -m conntrack --ctstate INVALID -j DROP\n", &[8703], &[ip]).is_empty()
+        );
+        assert!(iptables_blocks("-A OUTPUT -p udp --dport 8703 -j DROP\n", &[8703], &[ip]).is_empty());
     }
 
     #[test]

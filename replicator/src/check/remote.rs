@@ -75,9 +75,19 @@ fn status(host: &str, port: u16) -> anyhow::Result<serde_json::Value> {
         (host, port).to_socket_addrs()?.next().ok_or_else(|| anyhow::anyhow!("no address for {host}"))?;
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.set_write_timeout(Some(Duration::from_secs(5)))?;
     write!(s, "GET /status HTTP/1.0\r\nHost: {host}\r\n\r\n")?;
+    // At most 1 MiB, within 10 s in all: a server that trickles is cut off.
+    let deadline = Instant::now() + Duration::from_secs(10);
     let mut body = Vec::new();
-    s.take(1 << 20).read_to_end(&mut body)?;
+    let mut buf = [0u8; 16384];
+    while body.len() < 1 << 20 {
+        anyhow::ensure!(Instant::now() < deadline, "no complete answer within 10 s");
+        match s.read(&mut buf)? {
+            0 => break,
+            n => body.extend_from_slice(&buf[..n]),
+        }
+    }
     let text = String::from_utf8_lossy(&body);
     let json = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
     Ok(serde_json::from_str(json)?)
@@ -129,39 +139,59 @@ fn sink(c: &mut Conn, pieces: &[(u32, bool, Vec<u8>)], secs: f64) -> anyhow::Res
     Ok((raw_bytes, wire_bytes, t0.elapsed().as_secs_f64().max(1e-6)))
 }
 
-/// A disk's sequential read speed (from the middle of its extents) and up to 32 pieces of 1 MiB
-/// spread over its extents, as the sample for compression.
+/// A disk's sequential read speed (from the middle of its extents) and its non-zero blocks in
+/// up to 32 pieces of 1 MiB spread over its extents, the sample for compression.
 struct DiskSample {
     read_rate: f64,
-    pieces: Vec<Vec<u8>>,
+    /// Non-zero blocks of each sampled piece, concatenated.
+    data: Vec<Vec<u8>>,
+    sampled: u64,
+    zero: u64,
 }
 
 fn sample_disk(s: &Src, secs: f64) -> anyhow::Result<DiskSample> {
     let ranges = s.layout.extents.ranges();
-    let total = s.layout.extent_bytes;
-    // The byte at logical position `pos` of the extents.
-    let at = |mut pos: u64| -> Option<(u64, u64)> {
-        for &(a, b) in ranges.iter() {
-            if pos < b - a {
-                return Some((a + pos, b - a - pos));
-            }
-            pos -= b - a;
+    // Logical position → (byte offset, bytes left in that extent), by binary search.
+    let mut starts = Vec::with_capacity(ranges.len());
+    let mut total = 0u64;
+    for &(a, b) in ranges.iter() {
+        starts.push(total);
+        total += b - a;
+    }
+    let at = |pos: u64| -> Option<(u64, u64)> {
+        if pos >= total {
+            return None;
         }
-        None
+        let i = starts.partition_point(|&x| x <= pos) - 1;
+        let (a, b) = ranges[i];
+        let into = pos - starts[i];
+        Some((a + into, b - a - into))
     };
     let mut buf = vec![0u8; PIECE as usize];
-    let mut pieces = Vec::new();
+    let mut out = DiskSample { read_rate: 0.0, data: Vec::new(), sampled: 0, zero: 0 };
     for k in 0..32u64 {
-        if let Some((off, left)) = at(total / 32 * k) {
-            let n = left.min(PIECE) as usize;
-            s.f.read_exact_at(&mut buf[..n], off)?;
-            pieces.push(buf[..n].to_vec());
+        let Some((off, left)) = at(total / 32 * k) else { continue };
+        let n = left.min(PIECE) as usize;
+        s.f.read_exact_at(&mut buf[..n], off)?;
+        let mut data = Vec::with_capacity(n);
+        for b in buf[..n].chunks(proto::BLOCK as usize) {
+            if b.iter().all(|&x| x == 0) {
+                out.zero += b.len() as u64;
+            } else {
+                data.extend_from_slice(b);
+            }
+        }
+        out.sampled += n as u64;
+        if !data.is_empty() {
+            out.data.push(data);
         }
     }
+    // What was just sampled must not come from the cache in the timed reads.
+    s.f.refresh();
     let t0 = Instant::now();
     let mut read = 0u64;
     let mut pos = total / 2;
-    while t0.elapsed().as_secs_f64() < secs && read < 512 << 20 {
+    while total > 0 && t0.elapsed().as_secs_f64() < secs && read < 512 << 20 {
         let Some((off, left)) = at(pos).or_else(|| at(0)) else { break };
         let n = left.min(PIECE) as usize;
         s.f.read_exact_at(&mut buf[..n], off)?;
@@ -169,89 +199,39 @@ fn sample_disk(s: &Src, secs: f64) -> anyhow::Result<DiskSample> {
         pos = if pos + (n as u64) < total { pos + n as u64 } else { 0 };
     }
     s.f.refresh();
-    Ok(DiskSample { read_rate: read as f64 / t0.elapsed().as_secs_f64().max(1e-6), pieces })
+    out.read_rate = read as f64 / t0.elapsed().as_secs_f64().max(1e-6);
+    Ok(out)
 }
 
 fn rate(b: f64) -> String {
     format!("{:.1} MB/s", b / 1e6)
 }
 
-/// The data sync tests. Items stop at the first Critical the rest depends on.
+/// The data sync tests. Items stop at the first Critical the rest depends on. The disks are
+/// sampled before connecting: a check session holds the receiver only for the channel tests.
 pub fn items(r: &Remote, srcs: &[Src]) -> Vec<Item> {
     let mut out = Vec::new();
+    let mut samples = Vec::new();
+    for s in srcs {
+        match sample_disk(s, r.seconds) {
+            Ok(d) => {
+                out.push(
+                    Item::ok("read-throughput", "Disk read throughput", rate(d.read_rate))
+                        .on(&s.path)
+                        .val("bytes_per_second", d.read_rate),
+                );
+                samples.push(d);
+            }
+            Err(e) => out.push(
+                Item::new("read-throughput", Level::Critical, "Disk read throughput", format!("{e:#}"))
+                    .on(&s.path),
+            ),
+        }
+    }
     let host = host_of(r.to).to_string();
     let (st, status_fp) = status_item(&host, r.status_port);
     out.push(st);
-    let sock = match sender::connect(r.to) {
-        Ok(s) => {
-            out.push(Item::ok("connect-data", "Data port", format!("{} accepts connections", r.to)));
-            s
-        }
-        Err(e) => {
-            out.push(Item::new("connect-data", Level::Critical, "Data port", explain_io(&e, r.to)).fix(
-                "boot the appliance with ip=… and check the address and port; allow outbound TCP to it",
-            ));
-            return out;
-        }
-    };
-    let _ = sock.set_nodelay(true);
-    let _ = sock.set_read_timeout(Some(Duration::from_secs(60)));
-    let mut c = match auth::client(sock, r.fingerprint.clone()) {
-        Ok(s) => Conn { s, wire: 0, bucket: r.bwlimit_mbit.map(crate::progress::Bucket::new) },
-        Err(e) => {
-            out.push(Item::new(
-                "authentication",
-                Level::Critical,
-                "Authentication",
-                explain_io(&e, "TLS handshake"),
-            ));
-            return out;
-        }
-    };
-    let fp =
-        c.s.conn
-            .peer_certificates()
-            .and_then(|c| c.first())
-            .map(|c| auth::fingerprint(c))
-            .unwrap_or_default();
-    match auth::client_handshake(&mut c.s, r.token) {
-        Ok(targets) => {
-            let mut i = Item::ok(
-                "authentication",
-                "Authentication",
-                format!("TLS 1.3 and the token accepted; certificate SHA-256 {fp}"),
-            )
-            .val("fingerprint", fp.clone())
-            .val(
-                "targets",
-                targets.iter().map(|t| format!("{} ({} bytes)", t.name, t.size_bytes)).collect::<Vec<_>>(),
-            );
-            if let Some(s) = status_fp.filter(|s| *s != fp) {
-                i = Item::new("authentication", Level::Warning, "Authentication", format!("the token was accepted, but the status page shows certificate {s}, the data port {fp}"))
-                    .fix("make sure HOST is the appliance you booted (a NAT or port forward may lead elsewhere); pin it with --fingerprint")
-                    .val("fingerprint", fp.clone());
-            }
-            out.push(i);
-        }
-        Err(e) => {
-            let text = format!("{e:#}");
-            let fix = if text.contains("authentication failed") || text.contains("could not prove") {
-                "use the token the appliance was booted with (ferry.token=, shown on its console)"
-            } else {
-                ""
-            };
-            out.push(
-                Item::new(
-                    "authentication",
-                    Level::Critical,
-                    "Authentication",
-                    explain_io(&e, "authenticating"),
-                )
-                .fix(fix),
-            );
-            return out;
-        }
-    }
+    let Some(mut c) = session(r, status_fp, &mut out) else { return out };
     let secs = r.seconds;
     // The link: incompressible data, raw.
     let raw: Vec<(u32, bool, Vec<u8>)> = vec![(PIECE as u32, false, noise(PIECE as usize))];
@@ -278,42 +258,167 @@ pub fn items(r: &Remote, srcs: &[Src]) -> Vec<Item> {
             return out;
         }
     };
-    // Each disk: read speed and a sample of its own blocks.
-    let level = zstd_level(r.compress);
-    let mut samples = Vec::new();
-    for s in srcs {
-        match sample_disk(s, secs) {
-            Ok(d) => {
-                out.push(
-                    Item::ok("read-throughput", "Disk read throughput", rate(d.read_rate))
-                        .on(&s.path)
-                        .val("bytes_per_second", d.read_rate),
-                );
-                samples.push((s, d));
-            }
-            Err(e) => out.push(
-                Item::new("read-throughput", Level::Critical, "Disk read throughput", format!("{e:#}"))
-                    .on(&s.path),
+    // Compression of the sampled non-zero blocks (zero blocks travel as ranges), then those
+    // blocks over the channel.
+    let m = Sampled::measure(&samples, zstd_level(r.compress));
+    if !m.pieces.is_empty() {
+        match sink(&mut c, &m.pieces, secs) {
+            Ok((raw_b, wire, t)) => out.push(
+                Item::ok(
+                    "compressed-throughput",
+                    "Compressed throughput",
+                    format!(
+                        "{} of source data ({} on the wire) at --compress {}: ratio {:.2}, {:.0} % zero blocks",
+                        rate(raw_b as f64 / t),
+                        rate(wire as f64 / t),
+                        r.compress,
+                        m.ratio,
+                        m.zero_frac * 100.0
+                    ),
+                )
+                .val("bytes_per_second", raw_b as f64 / t)
+                .val("ratio", m.ratio)
+                .val("zero_fraction", m.zero_frac),
             ),
+            Err(e) => out.push(Item::new("compressed-throughput", Level::Warning, "Compressed throughput", format!("{e:#}"))),
         }
     }
-    // Compression of the sampled blocks, then those blocks over the channel.
-    let (mut raw_n, mut zero_n, mut comp_n, mut comp_t) = (0u64, 0u64, 0u64, 0f64);
-    let mut pieces = Vec::new();
-    for (_, d) in &samples {
-        for p in &d.pieces {
-            raw_n += p.len() as u64;
-            zero_n += p
-                .chunks(proto::BLOCK as usize)
-                .filter(|b| b.iter().all(|&x| x == 0))
-                .map(|b| b.len() as u64)
-                .sum::<u64>();
-            let t0 = Instant::now();
-            let z = if level > 0 {
-                zstd::bulk::compress(p, level).unwrap_or_else(|_| p.clone())
-            } else {
-                p.clone()
+    // The plan, checked as the receiver checks a real one, changing nothing.
+    match sender::plan_ok(&mut c, srcs, false, true) {
+        Ok(starts) => {
+            for (s, st) in srcs.iter().zip(&starts) {
+                out.push(
+                    Item::ok(
+                        "target-plan",
+                        "Target",
+                        format!(
+                            "{} ({}) for {} used bytes of {}: {:?} pass",
+                            st.target.name,
+                            bytes(st.target.size_bytes),
+                            bytes(s.layout.extent_bytes),
+                            bytes(s.layout.size),
+                            st.mode
+                        ),
+                    )
+                    .on(&s.path)
+                    .val("target", st.target.name.clone())
+                    .val("mode", format!("{:?}", st.mode)),
+                );
+            }
+            let _ = c.send(&Msg::Bye);
+            let _ = c.s.flush();
+        }
+        Err(e) => out.push(
+            Item::new("target-plan", Level::Critical, "Target plan", format!("{e:#}"))
+                .fix("attach a target disk at least as large as each source's last used byte, not mounted or in use, or map --disk SRC=TARGET"),
+        ),
+    }
+    let reads: Vec<f64> = samples.iter().map(|d| d.read_rate).filter(|&x| x > 0.0).collect();
+    let used = srcs.iter().map(|s| s.layout.extent_bytes).sum();
+    out.push(estimate(used, &reads, net, r, &m));
+    out
+}
+
+/// Connects and authenticates, pushing the connection items; `None` after a Critical.
+fn session(r: &Remote, status_fp: Option<String>, out: &mut Vec<Item>) -> Option<Conn> {
+    let sock = match sender::connect(r.to) {
+        Ok(s) => {
+            out.push(Item::ok("connect-data", "Data port", format!("{} accepts connections", r.to)));
+            s
+        }
+        Err(e) => {
+            out.push(Item::new("connect-data", Level::Critical, "Data port", explain_io(&e, r.to)).fix(
+                "boot the appliance with ip=… and check the address and port; allow outbound TCP to it",
+            ));
+            return None;
+        }
+    };
+    let _ = sock.set_nodelay(true);
+    let _ = sock.set_read_timeout(Some(Duration::from_secs(60)));
+    let _ = sock.set_write_timeout(Some(Duration::from_secs(60)));
+    let mut c = match auth::client(sock, r.fingerprint.clone()) {
+        Ok(s) => Conn { s, wire: 0, bucket: r.bwlimit_mbit.map(crate::progress::Bucket::new) },
+        Err(e) => {
+            out.push(Item::new(
+                "authentication",
+                Level::Critical,
+                "Authentication",
+                explain_io(&e, "TLS handshake"),
+            ));
+            return None;
+        }
+    };
+    let fp =
+        c.s.conn
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| auth::fingerprint(c))
+            .unwrap_or_default();
+    match auth::client_handshake(&mut c.s, r.token) {
+        Ok(targets) => {
+            let list: Vec<String> =
+                targets.iter().map(|t| format!("{} ({} bytes)", t.name, t.size_bytes)).collect();
+            let i = match status_fp.filter(|s| *s != fp) {
+                None => Item::ok(
+                    "authentication",
+                    "Authentication",
+                    format!("TLS 1.3 and the token accepted; certificate SHA-256 {fp}"),
+                ),
+                Some(s) => Item::new(
+                    "authentication",
+                    Level::Warning,
+                    "Authentication",
+                    format!("the token was accepted, but the status page shows certificate {s}, the data port {fp}"),
+                )
+                .fix("make sure HOST is the appliance you booted (a NAT or port forward may lead elsewhere); pin it with --fingerprint"),
             };
+            out.push(i.val("fingerprint", fp).val("targets", list));
+            Some(c)
+        }
+        Err(e) => {
+            let text = format!("{e:#}");
+            let fix = if text.contains("authentication failed") || text.contains("could not prove") {
+                "use the token the appliance was booted with (ferry.token=, shown on its console)"
+            } else {
+                ""
+            };
+            out.push(
+                Item::new(
+                    "authentication",
+                    Level::Critical,
+                    "Authentication",
+                    explain_io(&e, "authenticating"),
+                )
+                .fix(fix),
+            );
+            None
+        }
+    }
+}
+
+/// The sampled non-zero blocks compressed: pieces to send, the ratio and the speed.
+struct Sampled {
+    pieces: Vec<(u32, bool, Vec<u8>)>,
+    /// Non-zero bytes ÷ their compressed size.
+    ratio: f64,
+    zero_frac: f64,
+    /// Non-zero bytes per second of one thread (infinite when compression is off).
+    compress_rate: f64,
+}
+
+impl Sampled {
+    fn measure(samples: &[DiskSample], level: i32) -> Sampled {
+        let (mut raw_n, mut comp_n, mut comp_t) = (0u64, 0u64, 0f64);
+        let mut pieces = Vec::new();
+        for p in samples.iter().flat_map(|d| &d.data) {
+            raw_n += p.len() as u64;
+            if level == 0 {
+                comp_n += p.len() as u64;
+                pieces.push((p.len() as u32, false, p.clone()));
+                continue;
+            }
+            let t0 = Instant::now();
+            let z = zstd::bulk::compress(p, level).unwrap_or_else(|_| p.clone());
             comp_t += t0.elapsed().as_secs_f64();
             comp_n += z.len().min(p.len()) as u64;
             pieces.push(if z.len() < p.len() {
@@ -322,85 +427,42 @@ pub fn items(r: &Remote, srcs: &[Src]) -> Vec<Item> {
                 (p.len() as u32, false, p.clone())
             });
         }
-    }
-    let data_frac = if raw_n == 0 { 1.0 } else { (raw_n - zero_n) as f64 / raw_n as f64 };
-    let ratio = if comp_n == 0 { 1.0 } else { raw_n as f64 / comp_n as f64 };
-    let compress_rate = if comp_t > 0.0 { raw_n as f64 / comp_t * r.workers as f64 } else { f64::INFINITY };
-    if !pieces.is_empty() {
-        match sink(&mut c, &pieces, secs) {
-            Ok((raw_b, wire, t)) => {
-                let effective = raw_b as f64 / t;
-                out.push(Item::ok("compressed-throughput", "Compressed throughput", format!("{} of source data ({} on the wire) at --compress {}: ratio {ratio:.2}, {:.0} % zero blocks", rate(effective), rate(wire as f64 / t), r.compress, (1.0 - data_frac) * 100.0))
-                    .val("bytes_per_second", effective)
-                    .val("ratio", ratio)
-                    .val("zero_fraction", 1.0 - data_frac));
-            }
-            Err(e) => out.push(Item::new(
-                "compressed-throughput",
-                Level::Warning,
-                "Compressed throughput",
-                format!("{e:#}"),
-            )),
+        let sampled: u64 = samples.iter().map(|d| d.sampled).sum();
+        let zero: u64 = samples.iter().map(|d| d.zero).sum();
+        Sampled {
+            pieces,
+            ratio: if comp_n == 0 { 1.0 } else { raw_n as f64 / comp_n as f64 },
+            zero_frac: if sampled == 0 { 0.0 } else { zero as f64 / sampled as f64 },
+            compress_rate: if level == 0 || comp_t <= 0.0 { f64::INFINITY } else { raw_n as f64 / comp_t },
         }
     }
-    // The plan, checked as the receiver checks a real one, changing nothing.
-    match sender::plan_ok(&mut c, srcs, false, true) {
-        Ok(starts) => {
-            for (s, st) in srcs.iter().zip(&starts) {
-                out.push(Item::ok("target-plan", "Target", format!("{} ({}) for {} used bytes of {}: {:?} pass", st.target.name, bytes(st.target.size_bytes), bytes(s.layout.extent_bytes), bytes(s.layout.size), st.mode))
-                    .on(&s.path)
-                    .val("target", st.target.name.clone())
-                    .val("mode", format!("{:?}", st.mode)));
-            }
-            let _ = c.send(&Msg::Bye);
-            let _ = c.s.flush();
-        }
-        Err(e) => out.push(Item::new("target-plan", Level::Critical, "Target plan", format!("{e:#}"))
-            .fix("attach a target disk at least as large as each source's last used byte, not mounted or in use, or map --disk SRC=TARGET")),
-    }
-    out.push(estimate(
-        srcs,
-        &samples.iter().map(|(_, d)| d.read_rate).collect::<Vec<_>>(),
-        net,
-        r,
-        ratio,
-        data_frac,
-        compress_rate,
-    ));
-    out
 }
 
-/// Used bytes ÷ the slowest stage: reading, compressing (all workers), the link.
-fn estimate(
-    srcs: &[Src],
-    reads: &[f64],
-    net: f64,
-    r: &Remote,
-    ratio: f64,
-    data_frac: f64,
-    compress_rate: f64,
-) -> Item {
-    let used: u64 = srcs.iter().map(|s| s.layout.extent_bytes).sum();
+/// Used bytes ÷ the slowest stage: reading, compressing the non-zero blocks (all workers), and
+/// sending them compressed over the link.
+fn estimate(used: u64, reads: &[f64], net: f64, r: &Remote, m: &Sampled) -> Item {
     let read = reads.iter().copied().fold(f64::INFINITY, f64::min);
     let link = match r.bwlimit_mbit {
-        Some(m) => net.min(m * 1e6 / 8.0),
+        Some(mbit) => net.min(mbit * 1e6 / 8.0),
         None => net,
     };
-    // Per byte of source: read it; compress the non-zero part; send the compressed non-zero part.
-    let per_byte = [1.0 / read, data_frac / compress_rate, data_frac / ratio / link];
+    let data = 1.0 - m.zero_frac;
+    let compress = m.compress_rate * r.workers.max(1) as f64;
+    let per_byte = [1.0 / read, data / compress, data / m.ratio / link];
     let t = used as f64 * per_byte.iter().copied().filter(|x| x.is_finite()).fold(0.0, f64::max);
-    let mins = t / 60.0;
+    let show = |x: f64, none: &str| if x.is_finite() { rate(x) } else { none.to_string() };
     Item::ok(
         "estimate",
         "Estimated migration time",
         format!(
-            "{:.0} min for {} of used blocks (read {}, compress {}, link {} ÷ ratio {ratio:.2}, {:.0} % zero blocks; delta passes cost a read of the used blocks)",
-            mins.ceil(),
+            "{:.0} min for {} of used blocks (read {}, compress {}, link {}, ratio {:.2}, {:.0} % zero blocks; a delta pass reads the used blocks again)",
+            (t / 60.0).ceil(),
             bytes(used),
-            rate(read),
-            if compress_rate.is_finite() { rate(compress_rate) } else { "off".into() },
+            show(read, "not measured"),
+            show(compress, "off"),
             rate(link),
-            (1.0 - data_frac) * 100.0
+            m.ratio,
+            m.zero_frac * 100.0
         ),
     )
     .val("seconds", t.round())
@@ -427,5 +489,40 @@ mod tests {
         assert_eq!(host_of("10.0.0.5:8703"), "10.0.0.5");
         assert_eq!(host_of("appliance"), "appliance");
         assert_eq!(host_of("[::1]:8703"), "::1");
+    }
+
+    fn remote(workers: usize, bwlimit_mbit: Option<f64>) -> Remote<'static> {
+        Remote {
+            to: "x",
+            token: "t",
+            fingerprint: None,
+            status_port: 8080,
+            compress: 1,
+            workers,
+            bwlimit_mbit,
+            seconds: 1.0,
+        }
+    }
+
+    #[test]
+    fn the_estimate_counts_zero_blocks_once() {
+        // Half the sampled bytes are zero blocks; the rest is incompressible.
+        let d = DiskSample { read_rate: 100e6, data: vec![noise(1 << 20)], sampled: 2 << 20, zero: 1 << 20 };
+        let m = Sampled::measure(&[d], 0);
+        assert_eq!((m.zero_frac, m.ratio, m.compress_rate), (0.5, 1.0, f64::INFINITY));
+        assert_eq!(m.pieces.len(), 1);
+        // 1 GB used at 10 MB/s of link: only the non-zero half travels, 50 s; reading takes 10 s.
+        let e = estimate(1_000_000_000, &[100e6], 10e6, &remote(2, None), &m);
+        assert_eq!(e.values["seconds"], 50.0);
+        assert!(e.detail.contains("compress off"), "{}", e.detail);
+        // --bwlimit 40 Mbit/s (5 MB/s) doubles it; no disk measured leaves the read stage out.
+        let e = estimate(1_000_000_000, &[], 10e6, &remote(2, Some(40.0)), &m);
+        assert_eq!(e.values["seconds"], 100.0);
+        assert!(e.detail.contains("read not measured"), "{}", e.detail);
+        // Compressible data: the ratio is measured on the non-zero blocks alone.
+        let text = b"ferry ferry ferry ".repeat(60_000);
+        let d = DiskSample { read_rate: 1e9, data: vec![text], sampled: 1 << 21, zero: 0 };
+        let m = Sampled::measure(&[d], 3);
+        assert!(m.ratio > 50.0 && m.compress_rate.is_finite(), "{}", m.ratio);
     }
 }

@@ -15,6 +15,10 @@ use std::collections::BTreeSet;
 /// Used space or inodes above this is a Warning (Critical on / and /boot).
 pub const FULL: f64 = 99.0;
 
+/// Conversion's room: below this much free space (as root) or inodes a full / or /boot is Critical.
+pub const ROOM_BYTES: u64 = 1 << 30;
+pub const ROOM_INODES: u64 = 10_000;
+
 /// A disk to send.
 pub struct Src<'a> {
     pub path: &'a str,
@@ -79,8 +83,10 @@ pub fn fs_types(s: &Src) -> Vec<Item> {
 /// Space and inode use of a mounted filesystem on a source.
 pub fn usage_items(point: &str, u: &Usage) -> Vec<Item> {
     let system = point == "/" || point == "/boot";
-    let level = |p: f64| match p {
-        p if p > FULL && system => Level::Critical,
+    // Critical only where conversion writes and only when even root (conversion) lacks room:
+    // 99 % of a large filesystem can still be plenty.
+    let level = |p: f64, short: bool| match p {
+        p if p > FULL && system && short => Level::Critical,
         p if p > FULL => Level::Warning,
         _ => Level::Ok,
     };
@@ -95,7 +101,7 @@ pub fn usage_items(point: &str, u: &Usage) -> Vec<Item> {
     let inodes = pct(u.files.saturating_sub(u.files_free) as f64, u.files as f64);
     let mut s = Item::new(
         "filesystem-space",
-        level(space),
+        level(space, u.free < ROOM_BYTES),
         "Space",
         format!("{space:.1} % used, {} available of {}", bytes(u.avail), bytes(u.size)),
     )
@@ -108,7 +114,7 @@ pub fn usage_items(point: &str, u: &Usage) -> Vec<Item> {
     }
     let mut i = Item::new(
         "filesystem-inodes",
-        level(inodes),
+        level(inodes, u.files_free < ROOM_INODES),
         "Inodes",
         if u.files == 0 {
             "no inode limit (allocated on demand)".to_string()
@@ -198,13 +204,15 @@ pub fn stack_items(sys: &Sys, mounts: &[Mount], sources: &[BTreeSet<String>]) ->
             );
         }
     }
-    if let Some(r) = root.filter(|r| r.fstype == "btrfs") {
+    // The running system is among the sources: its root and its network mounts matter.
+    let sent = root.is_some_and(|r| sys.mount_devices(r).iter().any(|d| on.contains(d)));
+    if let Some(r) = root.filter(|r| r.fstype == "btrfs" && sent) {
         out.push(
             Item::new("storage-btrfs-root", Level::Warning, "btrfs root", format!("/ is btrfs ({})", r.source))
                 .fix("btrfs subvolume roots are not proven to convert yet: rehearse the migrated system before cutover"),
         );
     }
-    for m in mounts.iter().filter(|m| stack::is_network(&m.fstype)) {
+    for m in mounts.iter().filter(|m| sent && stack::is_network(&m.fstype)) {
         out.push(
             Item::new(
                 "network-mounts",

@@ -171,13 +171,57 @@ fn boot(h: &Host, g: &GuestRoot, s: &System) -> Vec<Item> {
     vec![files, space.val("needed_bytes", need)]
 }
 
+/// `grub-mkconfig -o FILE` into a private temporary directory, without os-prober. RHEL's
+/// `grub2-mkconfig` also rewrites grubenv and BLS entries unless told not to: without that
+/// option it is not run (a drill changes nothing).
+fn trial_mkconfig(h: &Host, chroot: Option<&std::path::Path>, mkconfig: &str) -> Item {
+    const T: &str = "GRUB configuration";
+    let mut argv = vec!["env", "GRUB_DISABLE_OS_PROBER=true", mkconfig];
+    if mkconfig == "grub2-mkconfig" {
+        let help = h.run.run(chroot, &[mkconfig, "--help"]).unwrap_or_default();
+        if !help.contains("--no-grubenv-update") {
+            return Item::new(
+                "grub-mkconfig",
+                Level::Warning,
+                T,
+                format!("{mkconfig} not tried: this version would rewrite grubenv and the BLS entries"),
+            )
+            .fix(format!(
+                "run `{mkconfig} -o /tmp/test.cfg` yourself at a quiet time and check it succeeds"
+            ));
+        }
+        argv.push("--no-grubenv-update");
+    }
+    let dir = match tempfile::Builder::new().prefix("ferry-check-").tempdir() {
+        Ok(d) => d,
+        Err(e) => {
+            return Item::new("grub-mkconfig", Level::Warning, T, format!("no temporary directory: {e}"))
+        }
+    };
+    let out = dir.path().join("grub.cfg").display().to_string();
+    argv.extend(["-o", out.as_str()]);
+    match h.run.run(chroot, &argv) {
+        Ok(_) => Item::ok("grub-mkconfig", T, format!("{mkconfig} succeeded into a temporary file")),
+        Err(e) => Item::new("grub-mkconfig", Level::Critical, T, format!("{e:#}"))
+            .fix(format!("fix what {mkconfig} reports: conversion runs it on the migrated system")),
+    }
+}
+
+/// The removable-media loader names for this architecture.
+fn efi_names(arch: &str) -> [&'static str; 3] {
+    if arch == "aarch64" {
+        ["BOOTAA64.EFI", "shimaa64.efi", "grubaa64.efi"]
+    } else {
+        ["BOOTX64.EFI", "shimx64.efi", "grubx64.efi"]
+    }
+}
+
 fn grub(h: &Host, g: &GuestRoot, s: &System) -> Vec<Item> {
     let Some((mkconfig, _, install)) = s.bootloader.tools() else {
         return vec![Item::new("grub-mkconfig", Level::Critical, "GRUB", "no GRUB found (neither /boot/grub nor /boot/grub2, nor grub-mkconfig)")
             .fix("install GRUB 2 (grub-pc or grub-efi-amd64 on Debian, grub2-pc/grub2-efi-x64 on RHEL): conversion regenerates its configuration and boot code")];
     };
     let mut out = Vec::new();
-    let tmp = std::env::temp_dir().join(format!("ferry-check-grub-{}.cfg", std::process::id()));
     let chroot = (h.root != std::path::Path::new("/")).then_some(h.root.as_path());
     out.push(if !h.privileged {
         Item::new(
@@ -188,17 +232,7 @@ fn grub(h: &Host, g: &GuestRoot, s: &System) -> Vec<Item> {
         )
         .fix("run ferry check as root")
     } else {
-        let r = h.run.run(chroot, &[mkconfig, "-o", &tmp.display().to_string()]);
-        let _ = std::fs::remove_file(&tmp);
-        match r {
-            Ok(_) => Item::ok(
-                "grub-mkconfig",
-                "GRUB configuration",
-                format!("{mkconfig} succeeded into a temporary file"),
-            ),
-            Err(e) => Item::new("grub-mkconfig", Level::Critical, "GRUB configuration", format!("{e:#}"))
-                .fix(format!("fix what {mkconfig} reports: conversion runs it on the migrated system")),
-        }
+        trial_mkconfig(h, chroot, mkconfig)
     });
     let lib = if s.bootloader == Bootloader::Grub2 && g.is_dir("usr/lib/grub2") {
         "usr/lib/grub2"
@@ -213,12 +247,13 @@ fn grub(h: &Host, g: &GuestRoot, s: &System) -> Vec<Item> {
         Firmware::Bios => Item::new("grub-boot-code", Level::Critical, "GRUB for the firmware", format!("BIOS: conversion runs {install} --target=i386-pc, but {} missing", if tool { format!("/{lib}/i386-pc/boot.img is") } else { format!("{install} is") }))
             .fix("install grub-pc-bin (Debian) or grub2-pc-modules (RHEL); a Xen guest booted by pygrub often lacks them"),
         Firmware::Uefi => {
-            let loader = g.is_file("boot/efi/EFI/BOOT/BOOTX64.EFI")
-                || g.list("boot/efi/EFI").unwrap_or_default().iter().any(|v| ["shimx64.efi", "grubx64.efi"].iter().any(|f| g.is_file(&format!("boot/efi/EFI/{v}/{f}"))));
+            let [fallback, shim, grub] = efi_names(&h.arch);
+            let loader = g.is_file(&format!("boot/efi/EFI/BOOT/{fallback}"))
+                || g.list("boot/efi/EFI").unwrap_or_default().iter().any(|v| [shim, grub].iter().any(|f| g.is_file(&format!("boot/efi/EFI/{v}/{f}"))));
             if loader {
                 Item::ok("grub-boot-code", "GRUB for the firmware", format!("UEFI: a loader under /boot/efi/EFI{}", if g.is_dir(&format!("{lib}/x86_64-efi")) { format!(", /{lib}/x86_64-efi present") } else { String::new() }))
             } else {
-                Item::new("grub-boot-code", Level::Critical, "GRUB for the firmware", "UEFI: no shimx64.efi, grubx64.efi or EFI/BOOT/BOOTX64.EFI under /boot/efi")
+                Item::new("grub-boot-code", Level::Critical, "GRUB for the firmware", format!("UEFI: no {shim}, {grub} or EFI/BOOT/{fallback} under /boot/efi"))
                     .fix("mount the ESP on /boot/efi and reinstall the distribution's EFI GRUB (grub-efi-amd64 / grub2-efi-x64)")
             }
         }

@@ -58,6 +58,9 @@ impl Limiter {
     }
 }
 
+/// Longest a check session may send throughput data: it holds the one session slot.
+pub const MAX_SINK_TIME: Duration = Duration::from_secs(150);
+
 /// A `ferry check` throughput test: data decoded like `Data` and dropped.
 #[derive(Default)]
 struct Sink {
@@ -66,7 +69,12 @@ struct Sink {
 }
 
 impl Sink {
-    fn take(&mut self, raw_len: u32, compressed: bool, bytes: &[u8]) -> Result<()> {
+    fn take(&mut self, raw_len: u32, compressed: bool, bytes: &[u8], since: Instant) -> Result<()> {
+        ensure!(
+            since.elapsed() <= MAX_SINK_TIME,
+            "a check session may send throughput data for at most {} s",
+            MAX_SINK_TIME.as_secs()
+        );
         ensure!(
             raw_len as u64 <= PIECE && bytes.len() as u64 <= PIECE,
             "protocol error: throughput data of {raw_len} bytes ({} on the wire); a piece is at most {PIECE} bytes",
@@ -171,11 +179,12 @@ impl Receiver {
             &Msg::Welcome { mac: auth::confirmation(key, Role::Receiver), targets: targets.clone() },
         )?;
         let mut sink = Sink::default();
+        let since = Instant::now();
         let (prepared, starts, disks, verify) = loop {
             let (disks, verify, dry_run) = match proto::recv(s)? {
                 Msg::Plan { disks, verify, dry_run } => (disks, verify, dry_run),
                 Msg::Sink { raw_len, compressed, bytes } => {
-                    sink.take(raw_len, compressed, &bytes)?;
+                    sink.take(raw_len, compressed, &bytes, since)?;
                     continue;
                 }
                 Msg::SinkEnd => {

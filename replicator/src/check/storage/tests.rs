@@ -51,10 +51,14 @@ fn an_encrypted_or_raid_root_is_critical_and_order_matters() {
     let mounts = stack::parse_mountinfo(MOUNTINFO);
     let v = stack_items(&sys, &mounts, &[set(&["sdd"]), set(&["sda"]), set(&["sdb"])]);
     assert!(ids(&v).contains(&("system-disk-order", Level::Warning, String::new())), "{:?}", ids(&v));
-    // btrfs root.
-    let mounts = stack::parse_mountinfo("26 1 0:45 /@ / rw - btrfs /dev/sdf1 rw,subvol=/@\n");
+    // btrfs root. (Its real anonymous 0:N device is resolved through /dev, which a fixture
+    // cannot provide: here it carries sdf1's number.)
+    let mounts = stack::parse_mountinfo("26 1 8:81 /@ / rw - btrfs /dev/sdf1 rw,subvol=/@\n");
     let v = stack_items(&sys, &mounts, &[set(&["sdf"])]);
     assert!(ids(&v).contains(&("storage-btrfs-root", Level::Warning, String::new())), "{:?}", ids(&v));
+    // Not when / is not among the sources.
+    let v = stack_items(&sys, &mounts, &[set(&["sdd"])]);
+    assert!(!ids(&v).iter().any(|i| i.0 == "storage-btrfs-root"), "{:?}", ids(&v));
 }
 
 #[test]
@@ -65,6 +69,10 @@ fn a_full_system_filesystem_is_critical() {
     assert_eq!(v[0].values["percent"], 99.5);
     assert!(v[0].remediation.contains("free space on /"), "{}", v[0].remediation);
     assert_eq!((v[1].id, v[1].level), ("filesystem-inodes", Level::Ok));
+    // 99.5 % of a large root still leaves conversion room: a Warning.
+    let big =
+        Usage { size: 4000 << 30, free: 20 << 30, avail: 20 << 30, files: 1 << 30, files_free: 1 << 20 };
+    assert_eq!(usage_items("/", &big)[0].level, Level::Warning);
     // Elsewhere a full filesystem is a Warning; inodes count too.
     let u = Usage { size: 1000 << 20, free: 1 << 20, avail: 1 << 20, files: 10000, files_free: 50 };
     let v = usage_items("/srv", &u);

@@ -103,7 +103,7 @@ fn a_full_boot_and_a_failing_grub_are_critical() {
     debian(t.path());
     let rec = Recorder {
         answers: vec![(
-            "chroot grub-mkconfig".into(),
+            "chroot env GRUB_DISABLE_OS_PROBER=true grub-mkconfig".into(),
             Err("/usr/sbin/grub-probe: error: failed to get canonical path of `/dev/xvda2'.".into()),
         )],
         ..Default::default()
@@ -144,4 +144,42 @@ fn uefi_needs_a_loader_on_the_esp() {
     write(t.path(), "boot/efi/EFI/debian/shimx64.efi", "");
     let v = items(&host(t.path(), 500 << 20, Recorder::default()), &[]);
     assert_eq!(level(&v, "grub-boot-code"), Level::Ok);
+}
+
+/// A recorder the test can read after the host owns it.
+struct Shared(std::sync::Arc<Recorder>);
+impl ferry_convert::cmd::Runner for Shared {
+    fn run(&self, root: Option<&Path>, argv: &[&str]) -> anyhow::Result<String> {
+        self.0.run(root, argv)
+    }
+}
+
+#[test]
+fn grub2_mkconfig_runs_only_when_it_leaves_grubenv_alone() {
+    let t = tempfile::tempdir().unwrap();
+    debian(t.path());
+    write(t.path(), "boot/grub2/grub.cfg", "");
+    write(t.path(), "usr/sbin/grub2-install", "");
+    let old = std::sync::Arc::new(Recorder::default());
+    let mut h = host(t.path(), 500 << 20, Recorder::default());
+    h.run = Box::new(Shared(old.clone()));
+    let v = items(&h, &[]);
+    assert_eq!(level(&v, "grub-mkconfig"), Level::Warning);
+    assert!(!old.log.lock().unwrap().iter().any(|l| l.contains(" -o ")), "{:?}", old.log);
+    let new = std::sync::Arc::new(Recorder {
+        answers: vec![(
+            "chroot grub2-mkconfig --help".into(),
+            Ok("  --no-grubenv-update  do not update grubenv\n".into()),
+        )],
+        ..Default::default()
+    });
+    h.run = Box::new(Shared(new.clone()));
+    let v = items(&h, &[]);
+    assert_eq!(level(&v, "grub-mkconfig"), Level::Ok);
+    let log = new.log.lock().unwrap().clone();
+    assert!(
+        log.iter().any(|l| l
+            .starts_with("chroot env GRUB_DISABLE_OS_PROBER=true grub2-mkconfig --no-grubenv-update -o /")),
+        "{log:?}"
+    );
 }
