@@ -1,4 +1,5 @@
-//! The appliance's status document and its HTTP endpoint (`GET /status`, JSON): a minimal
+//! The appliance's status document and its HTTP endpoint (`GET /status`, JSON; `GET /metrics`,
+//! Prometheus text): a minimal
 //! HTTP/1.1 server with bounded connections, request sizes and time. Later stages (transfer,
 //! conversion) publish into the same [`State`].
 
@@ -74,7 +75,9 @@ pub fn document(shared: &Shared) -> serde_json::Value {
         (serde_json::to_value(&*st).unwrap_or_default(), st.receiver.clone())
     };
     if let Some(rx) = rx {
-        v["receiver"] = serde_json::to_value(&*rx.lock().unwrap()).unwrap_or_default();
+        let rx = rx.lock().unwrap().clone();
+        v["receiver"] = serde_json::to_value(&rx).unwrap_or_default();
+        v["receiver"]["rpo_s"] = serde_json::json!(rx.rpo_s(ferry_replicator::receiver::unix_now()));
     }
     v["version"] = serde_json::json!(env!("CARGO_PKG_VERSION"));
     v["uptime_s"] = serde_json::json!(crate::sysinfo::uptime());
@@ -152,8 +155,11 @@ fn handle(sock: &TcpStream, shared: &Shared) {
             let body = serde_json::to_string_pretty(&document(shared)).unwrap_or_default();
             respond(sock, "200 OK", "application/json", &body)
         }
-        ("GET", _) => respond(sock, "404 Not Found", "text/plain", "not found; try GET /status\n"),
-        _ => respond(sock, "405 Method Not Allowed", "text/plain", "only GET /status\n"),
+        ("GET", "/metrics") => respond(sock, "200 OK", "text/plain; version=0.0.4", &metrics::text(shared)),
+        ("GET", _) => {
+            respond(sock, "404 Not Found", "text/plain", "not found; try GET /status or /metrics\n")
+        }
+        _ => respond(sock, "405 Method Not Allowed", "text/plain", "only GET /status and /metrics\n"),
     };
 }
 
@@ -167,5 +173,6 @@ fn respond(mut sock: &TcpStream, status: &str, ctype: &str, body: &str) -> std::
     sock.flush()
 }
 
+mod metrics;
 #[cfg(test)]
 mod tests;

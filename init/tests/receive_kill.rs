@@ -68,6 +68,7 @@ fn sigkill_receiver_then_resume() {
         style: Style::Quiet,
         workers: 2,
         freeze: false,
+        knobs: None,
     };
     let mut rx = receiver(port, &tgt, &state);
     let o2 = o.clone();

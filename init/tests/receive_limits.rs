@@ -68,6 +68,7 @@ fn accept_errors_are_retried() {
         style: Style::Quiet,
         workers: 2,
         freeze: false,
+        knobs: None,
     };
     let sent = std::thread::spawn(move || sender::send(&o));
     let t1 = Instant::now();

@@ -126,6 +126,22 @@ fn send_into_the_appliance() {
     assert_eq!(disk["verified"], true, "{report:#}");
     assert_eq!(disk["target"], "vda");
 
+    // The Prometheus endpoint agrees with the send report.
+    let metrics = ferry_qemu_tests::http_get(status, "/metrics").unwrap();
+    let metric = |name: &str| -> f64 {
+        let line = metrics
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no {name} in\n{metrics}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert_eq!(metric("ferry_passes_total"), 1.0, "{metrics}");
+    assert_eq!(metric("ferry_bytes_received_total"), disk["bytes_sent"].as_f64().unwrap(), "{metrics}");
+    assert_eq!(metric("ferry_failed_authentications_total"), 1.0);
+    assert_eq!(metric("ferry_checks_total"), 1.0);
+    assert!(metric("ferry_rpo_seconds") >= 0.0 && metric("ferry_throughput_bytes_per_second") > 0.0);
+    assert!(metrics.contains("ferry_info{version=\""), "{metrics}");
+
     let st = vm.wait_phase(status, "done", Duration::from_secs(30)).unwrap();
     assert_eq!(st["receiver"]["state"], "finalized");
     assert_eq!(st["receiver"]["failed_auth"], 1);

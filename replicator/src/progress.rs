@@ -110,6 +110,12 @@ impl Bucket {
         Bucket { rate, tokens: rate / 10.0, last: Instant::now() }
     }
 
+    /// Changes the rate (Mbit/s) from now on.
+    pub fn set(&mut self, mbit: f64) -> &mut Self {
+        self.rate = mbit * 1e6 / 8.0;
+        self
+    }
+
     pub fn take(&mut self, n: usize) {
         let now = Instant::now();
         self.tokens =

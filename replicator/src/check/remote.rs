@@ -337,7 +337,7 @@ fn session(r: &Remote, status_fp: Option<String>, out: &mut Vec<Item>) -> Option
     let _ = sock.set_read_timeout(Some(Duration::from_secs(60)));
     let _ = sock.set_write_timeout(Some(Duration::from_secs(60)));
     let mut c = match auth::client(sock, r.fingerprint.clone()) {
-        Ok(s) => Conn { s, wire: 0, bucket: r.bwlimit_mbit.map(crate::progress::Bucket::new) },
+        Ok(s) => Conn::new(s, sender::control::Knobs::new(r.compress, r.bwlimit_mbit)),
         Err(e) => {
             out.push(Item::new(
                 "authentication",

@@ -169,6 +169,8 @@ pub enum Msg {
     },
     /// `ferry check` is done (instead of a real `Plan`): the session ends, nothing changed.
     Bye,
+    /// Nothing: a paused sender's sign of life (the receiver's read timeout is 5 minutes).
+    Keepalive,
 }
 
 impl Msg {
@@ -195,6 +197,7 @@ impl Msg {
             Msg::SinkEnd => "SinkEnd",
             Msg::SinkDone { .. } => "SinkDone",
             Msg::Bye => "Bye",
+            Msg::Keepalive => "Keepalive",
         }
     }
 }

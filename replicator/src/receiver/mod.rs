@@ -53,6 +53,26 @@ pub struct DiskProgress {
     pub verified: Option<bool>,
 }
 
+/// One completed pass, as the receiver saw it.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct PassRecord {
+    /// Unix times (seconds) of the plan and of the end of the data.
+    pub started: f64,
+    pub ended: f64,
+    pub bytes_written: u64,
+    /// Each disk's mode (Full, Resume, Delta).
+    pub modes: Vec<String>,
+    pub finalize: bool,
+}
+
+/// Passes kept in the history (the oldest go first).
+pub const MAX_PASSES: usize = 100;
+
+/// Seconds since the epoch.
+pub fn unix_now() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+}
+
 /// What the receiver publishes (the appliance puts it into /status).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct RxStatus {
@@ -64,6 +84,10 @@ pub struct RxStatus {
     pub passes_completed: u64,
     /// `ferry check` sessions served (they change nothing).
     pub checks: u64,
+    /// The last passes (at most [`MAX_PASSES`]), oldest first.
+    pub passes: Vec<PassRecord>,
+    /// Bytes written to targets by every pass since the receiver started.
+    pub bytes_received_total: u64,
     pub finalized: bool,
     pub last_error: Option<String>,
     pub disks: Vec<DiskProgress>,
@@ -110,6 +134,14 @@ pub enum Outcome {
     Finalized,
     /// A `ferry check` session: throughput and dry-run plans only, nothing changed.
     Checked,
+}
+
+impl RxStatus {
+    /// How old the newest complete copy is: seconds since the start of the last completed pass
+    /// (what it holds is at least that recent); `None` before the first.
+    pub fn rpo_s(&self, now: f64) -> Option<f64> {
+        self.passes.last().map(|p| (now - p.started).max(0.0))
+    }
 }
 
 impl Receiver {

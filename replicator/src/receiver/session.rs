@@ -193,6 +193,7 @@ impl Receiver {
                     std::io::Write::flush(s)?;
                     continue;
                 }
+                Msg::Keepalive => continue,
                 Msg::Bye => {
                     self.set(|st| st.checks += 1);
                     log::info!("receiver: a `ferry check` session ended; nothing changed");
@@ -228,10 +229,33 @@ impl Receiver {
                 .collect();
         });
         write_frame(s, &Msg::PlanOk { disks: starts.clone() })?;
+        let started = super::unix_now();
         let finalize = self.stream(s, &mut rx, verify)?;
+        let written: u64 = rx.iter().map(|r| r.bytes_written).sum();
         // Close the targets (and their exclusive claims) before conversion mounts them.
         drop(rx);
-        self.set(|st| st.passes_completed += 1);
+        let record = super::PassRecord {
+            started,
+            ended: super::unix_now(),
+            bytes_written: written,
+            modes: starts
+                .iter()
+                .map(|d| match d.mode {
+                    proto::Mode::Full => "Full".into(),
+                    proto::Mode::Resume { .. } => "Resume".into(),
+                    proto::Mode::Delta => "Delta".into(),
+                })
+                .collect(),
+            finalize,
+        };
+        self.set(|st| {
+            st.passes_completed += 1;
+            st.bytes_received_total += written;
+            if st.passes.len() >= super::MAX_PASSES {
+                st.passes.remove(0);
+            }
+            st.passes.push(record);
+        });
         let note = |t: &str| super::Finalized { ok: true, report: serde_json::json!({ "note": t }) };
         let done = if finalize {
             self.set(|st| st.state = "finalizing".into());
@@ -333,6 +357,7 @@ impl Receiver {
                     });
                     write_frame(s, &Msg::DiskDone { result })?;
                 }
+                Msg::Keepalive => {}
                 Msg::Finish { finalize } => {
                     let open: Vec<String> =
                         rx.iter().zip(&ended).filter(|(_, e)| !**e).map(|(r, _)| r.name.clone()).collect();

@@ -2,6 +2,8 @@
 //! the receiver, sends the plan, then streams each disk in the mode the receiver chose (full,
 //! resume or delta) and checks the digests.
 
+pub mod continuous;
+pub mod control;
 pub mod freeze;
 pub mod pipeline;
 pub mod source;
@@ -39,6 +41,9 @@ pub struct Options {
     pub workers: usize,
     /// Freeze the sources' mounted filesystems during a finalizing pass.
     pub freeze: bool,
+    /// Settings a running sender takes from `ferry ctl` (rate, compression, pause); without,
+    /// `compress` and `bwlimit_mbit` hold for the whole pass.
+    pub knobs: Option<Arc<control::Knobs>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -83,16 +88,45 @@ pub(crate) struct Conn {
     pub(crate) s: ClientStream,
     pub(crate) wire: u64,
     pub(crate) bucket: Option<Bucket>,
+    pub(crate) knobs: Arc<control::Knobs>,
 }
 
+/// A paused sender says it is alive this often.
+const KEEPALIVE: Duration = Duration::from_secs(20);
+
 impl Conn {
+    pub(crate) fn new(s: ClientStream, knobs: Arc<control::Knobs>) -> Conn {
+        Conn { s, wire: 0, bucket: None, knobs }
+    }
+
     pub(crate) fn send(&mut self, m: &Msg) -> Result<usize> {
+        if self.knobs.paused() {
+            self.pause()?;
+        }
         let n = write_frame(&mut self.s, m).context("sending to the receiver")?;
-        if let Some(b) = &mut self.bucket {
-            b.take(n);
+        // The limit as it is now (`ferry ctl --bwlimit` changes it while this runs).
+        match self.knobs.bwlimit() {
+            Some(mbit) => self.bucket.get_or_insert_with(|| Bucket::new(mbit)).set(mbit).take(n),
+            None => self.bucket = None,
         }
         self.wire += n as u64;
         Ok(n)
+    }
+
+    /// Waits while paused, with a keepalive now and then so the receiver keeps the session.
+    fn pause(&mut self) -> Result<()> {
+        log::info!("paused (ferry ctl --resume continues)");
+        let mut last = Instant::now();
+        while self.knobs.paused() {
+            if last.elapsed() >= KEEPALIVE {
+                write_frame(&mut self.s, &Msg::Keepalive).context("sending a keepalive")?;
+                std::io::Write::flush(&mut self.s)?;
+                last = Instant::now();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        log::info!("resumed");
+        Ok(())
     }
 }
 
@@ -192,7 +226,8 @@ pub fn send(o: &Options) -> Result<Report> {
     sock.set_nodelay(true)?;
     sock.set_read_timeout(Some(Duration::from_secs(600)))?;
     let s = auth::client(sock, o.fingerprint.clone())?;
-    let mut c = Conn { s, wire: 0, bucket: o.bwlimit_mbit.map(Bucket::new) };
+    let knobs = o.knobs.clone().unwrap_or_else(|| control::Knobs::new(o.compress, o.bwlimit_mbit));
+    let mut c = Conn::new(s, knobs);
     let targets = auth::client_handshake(&mut c.s, &o.token)?;
     log::info!(
         "receiver authenticated; targets: {}",
@@ -274,8 +309,7 @@ fn send_disk(
         Mode::Resume { .. } => Work::Send,
         Mode::Delta => Work::Keep,
     };
-    let level = zstd_level(o.compress);
-    let mut pipe = Pipeline::start(src.f.clone(), list, disk, level, o.workers, work);
+    let mut pipe = Pipeline::start(src.f.clone(), list, disk, c.knobs.clone(), o.workers, work);
     let mut prog = Progress::new(o.style, &format!("{path} → {target}"), layout.extent_bytes);
     let mut digest = Digest::default();
     let mut rep = DiskReport {
@@ -304,7 +338,7 @@ fn send_disk(
                 batch_bytes += p.len;
                 batch.push(p);
                 if batch_bytes >= DELTA_BATCH {
-                    delta_batch(c, disk, &mut batch, level, &mut digest, &mut rep)?;
+                    delta_batch(c, disk, &mut batch, &mut digest, &mut rep)?;
                     batch_bytes = 0;
                 }
             }
@@ -321,7 +355,7 @@ fn send_disk(
         prog.tick();
     }
     if !batch.is_empty() {
-        delta_batch(c, disk, &mut batch, level, &mut digest, &mut rep)?;
+        delta_batch(c, disk, &mut batch, &mut digest, &mut rep)?;
     }
     if let Some((off, len)) = pending_zero.take() {
         c.send(&Msg::Zero { disk, offset: off, len })?;
@@ -384,7 +418,6 @@ fn delta_batch(
     c: &mut Conn,
     disk: u32,
     batch: &mut Vec<PieceOut>,
-    level: i32,
     digest: &mut Digest,
     rep: &mut DiskReport,
 ) -> Result<()> {
@@ -398,6 +431,7 @@ fn delta_batch(
         hashes.len(),
         blocks.len()
     );
+    let level = zstd_level(c.knobs.compress());
     let mut k = 0;
     let mut pending = None;
     for p in batch.drain(..) {

@@ -126,7 +126,7 @@ impl Pipeline {
         src: Arc<super::source::Source>,
         list: Vec<(u64, u64)>,
         disk: u32,
-        level: i32,
+        knobs: Arc<super::control::Knobs>,
         workers: usize,
         work: impl Fn(u64) -> Work + Send + 'static,
     ) -> Self {
@@ -150,6 +150,7 @@ impl Pipeline {
         for _ in 0..workers {
             let job_rx = job_rx.clone();
             let out_tx = out_tx.clone();
+            let knobs = knobs.clone();
             std::thread::spawn(move || loop {
                 let job = job_rx.lock().unwrap().recv();
                 let Ok((seq, off, data, work)) = job else { return };
@@ -158,6 +159,8 @@ impl Pipeline {
                     let len = data.len() as u64;
                     Ok(match work {
                         Work::Send => {
+                            // The level as it is now: `ferry ctl --compress` changes it mid-pass.
+                            let level = super::zstd_level(knobs.compress());
                             let msgs = messages(disk, off, &data, &blocks, level)?;
                             PieceOut { offset: off, len, blocks, msgs, data: None }
                         }

@@ -269,6 +269,7 @@ pub fn opts(to: SocketAddr, disks: &[(&Path, &str)]) -> Options {
         style: Style::Quiet,
         workers: 2,
         freeze: false,
+        knobs: None,
     }
 }
 

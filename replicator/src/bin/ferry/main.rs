@@ -4,9 +4,12 @@
 
 use anyhow::{Context, Result};
 use argh::FromArgs;
-use ferry_replicator::check::{self, host::Host, remote};
 use ferry_replicator::progress::Style;
 use ferry_replicator::{layout, sender};
+
+mod check;
+mod live;
+mod report;
 
 /// ferry: move a Linux server onto a fresh KVM virtual machine (`ferry --version`: its version).
 #[derive(FromArgs)]
@@ -20,6 +23,8 @@ struct Args {
 enum Cmd {
     Check(Check),
     Send(Send),
+    Cutover(live::Cutover),
+    Ctl(live::Ctl),
     Map(Map),
 }
 
@@ -111,6 +116,21 @@ struct Send {
     /// start even when `ferry check`'s source checks find something Critical
     #[argh(switch)]
     force: bool,
+    /// keep the appliance in step: a full pass, then delta passes until `ferry cutover` (or
+    /// SIGUSR1), which runs --before, a frozen final pass and the conversion
+    #[argh(switch)]
+    continuous: bool,
+    /// with --continuous: start a pass at most this often (30s, 5m, 1h; default: back to back)
+    #[argh(option)]
+    interval: Option<String>,
+    /// with --continuous: the command a cutover runs first when `ferry cutover` names none
+    /// (e.g. "systemctl stop app")
+    #[argh(option)]
+    before: Option<String>,
+    /// with --continuous: the control socket for `ferry cutover` and `ferry ctl` (default
+    /// /run/ferry/send.sock)
+    #[argh(option)]
+    ctl: Option<String>,
 }
 
 /// Show the partitions, filesystems and byte ranges `ferry send` would read.
@@ -134,8 +154,10 @@ fn main() {
     }
     let args: Args = argh::from_env();
     let r = match args.cmd {
-        Cmd::Check(c) => check(c),
+        Cmd::Check(c) => check::check(c),
         Cmd::Send(s) => send(s),
+        Cmd::Cutover(c) => live::cutover(c),
+        Cmd::Ctl(c) => live::ctl(c),
         Cmd::Map(m) => map(m),
     };
     match r {
@@ -148,18 +170,24 @@ fn main() {
 }
 
 /// SIGINT, SIGTERM and SIGHUP go to one thread, which thaws whatever `--freeze` froze before
-/// ferry exits (130). Blocked here, before any other thread exists, so every thread inherits it.
+/// ferry exits (130); SIGUSR1 asks a continuous job to cut over. Blocked here, before any other
+/// thread exists, so every thread inherits it.
 fn signals() {
     use nix::sys::signal::{SigSet, Signal};
     let mut set = SigSet::empty();
-    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGUSR1] {
         set.add(s);
     }
     if set.thread_block().is_err() {
         return;
     }
     std::thread::spawn(move || {
-        if let Ok(sig) = set.wait() {
+        while let Ok(sig) = set.wait() {
+            if sig == Signal::SIGUSR1 {
+                log::info!("SIGUSR1: cutover after the current pass");
+                sender::continuous::SIGNALLED.store(true, std::sync::atomic::Ordering::SeqCst);
+                continue;
+            }
             sender::freeze::thaw_all();
             ferry_replicator::console::release();
             log::error!("interrupted by {sig:?}; the pass did not finish");
@@ -218,179 +246,36 @@ fn bwlimit(b: Option<f64>) -> Result<Option<f64>> {
     Ok(b)
 }
 
-/// The appliance's data port in `--to`, and its status port.
-fn ports(to: &str, status: u16) -> Vec<u16> {
-    let data = to.rsplit_once(':').and_then(|(_, p)| p.parse().ok()).unwrap_or(sender::DEFAULT_PORT);
-    vec![data, status]
-}
-
-fn check(c: Check) -> Result<i32> {
-    anyhow::ensure!(c.compress <= 10, "--compress must be 0..10, got {}", c.compress);
-    anyhow::ensure!(c.seconds > 0.0 && c.seconds <= 60.0, "--seconds must be in (0, 60], got {}", c.seconds);
-    let (workers, bw) = (workers(c.workers)?, bwlimit(c.bwlimit)?);
-    let mut items = Vec::new();
-    let mut srcs = Vec::new();
-    let disks = disks(&c.disk)?;
-    let paths: Vec<&str> = disks.iter().map(|(p, _)| p.as_str()).collect();
-    for (path, sel) in &disks {
-        match sender::analyse(path, sel) {
-            Ok(s) => srcs.push(s),
-            Err(e) => items.push(
-                check::Item::new("source", check::Level::Critical, "Source", format!("{e:#}"))
-                    .on(path)
-                    .fix("name a readable block device or image file (as root for devices)"),
-            ),
-        }
-    }
-    let (ports, addrs) = match &c.to {
-        Some(to) => (ports(to, c.status_port), remote::addresses(to)),
-        None => (vec![sender::DEFAULT_PORT, c.status_port], Vec::new()),
-    };
-    items.extend(check::source_items(&Host::system(), &paths, &srcs, &ports, &addrs));
-    if let Some(to) = &c.to {
-        let token = token(&c.token, &c.token_file)?;
-        let r = remote::Remote {
-            to,
-            token: &token,
-            fingerprint: c.fingerprint.clone(),
-            status_port: c.status_port,
-            compress: c.compress,
-            workers,
-            bwlimit_mbit: bw,
-            seconds: c.seconds,
-        };
-        items.extend(remote::items(&r, &srcs));
-    }
-    let rep = check::Report::new(items);
-    if c.json {
-        println!("{}", serde_json::to_string_pretty(&rep)?);
-    } else {
-        print!("{}", rep.table());
-    }
-    Ok(rep.exit_code())
-}
-
-/// `ferry send`'s drill: the source checks; Critical stops it unless `--force`.
-fn precheck(a: &Send, disks: &[(String, String)]) -> Result<()> {
-    let mut srcs = Vec::new();
-    for (p, sel) in disks {
-        srcs.push(sender::analyse(p, sel)?);
-    }
-    let paths: Vec<&str> = disks.iter().map(|(p, _)| p.as_str()).collect();
-    let (ports, addrs) = (ports(&a.to, 8080), remote::addresses(&a.to));
-    let rep = check::Report::new(check::source_items(&Host::system(), &paths, &srcs, &ports, &addrs));
-    if a.json {
-        println!("{}", serde_json::json!({"event": "check", "check": rep}));
-    }
-    for i in rep.items.iter().filter(|i| i.level == check::Level::Warning) {
-        log::warn!(
-            "check: {}{}: {}",
-            i.title,
-            i.subject.as_ref().map(|s| format!(" ({s})")).unwrap_or_default(),
-            i.detail
-        );
-    }
-    let crit = rep.critical();
-    if crit.is_empty() {
-        return Ok(());
-    }
-    let names: Vec<String> = crit
-        .iter()
-        .map(|i| {
-            format!(
-                "{} [{}{}]: {}",
-                i.title,
-                i.id,
-                i.subject.as_ref().map(|s| format!(" {s}")).unwrap_or_default(),
-                i.detail
-            )
-        })
-        .collect();
-    if a.force {
-        for n in &names {
-            log::warn!("check: Critical, going on (--force): {n}");
-        }
-        return Ok(());
-    }
-    anyhow::bail!(
-        "the source check found {} Critical item(s); nothing was sent: {}. Run `ferry check` for the actions, or pass --force",
-        names.len(),
-        names.join("; ")
-    )
-}
-
 fn send(a: Send) -> Result<i32> {
     let token = token(&a.token, &a.token_file)?;
     anyhow::ensure!(a.compress <= 10, "--compress must be 0..10, got {}", a.compress);
     let disks = disks(&a.disk)?;
-    precheck(&a, &disks)?;
+    check::precheck(&a, &disks)?;
     let workers = workers(a.workers)?;
     bwlimit(a.bwlimit)?;
     let o = sender::Options {
-        to: a.to,
+        to: a.to.clone(),
         token,
         disks,
         compress: a.compress,
         bwlimit_mbit: a.bwlimit,
         verify: a.verify,
         finalize: !a.no_finalize,
-        fingerprint: a.fingerprint,
+        fingerprint: a.fingerprint.clone(),
         style: Style::detect(a.json),
         workers,
         freeze: a.freeze,
+        knobs: None,
     };
+    if a.continuous {
+        return live::continuous(&a, o);
+    }
+    anyhow::ensure!(
+        a.interval.is_none() && a.before.is_none() && a.ctl.is_none(),
+        "--interval, --before and --ctl need --continuous"
+    );
     let rep = sender::send(&o)?;
-    if a.json {
-        println!("{}", serde_json::json!({"event": "report", "report": rep}));
-    } else {
-        for d in &rep.disks {
-            eprintln!(
-                "ferry: {} → {}: {} mode, {} of {} bytes considered, {} sent as data, {} as zero ranges, {} on the wire, {:.1}s{}",
-                d.source,
-                d.target,
-                d.mode,
-                d.extent_bytes,
-                d.source_size,
-                d.bytes_sent,
-                d.zero_bytes,
-                d.wire_bytes,
-                d.seconds,
-                match d.verified {
-                    Some(true) => ", verified",
-                    _ => "",
-                }
-            );
-            if d.mode == "Delta" {
-                eprintln!("ferry:   delta: compared {} bytes, sent {}", d.bytes_compared, d.bytes_sent);
-            }
-        }
-        let frozen =
-            if rep.frozen.is_empty() { String::new() } else { format!(" (froze {})", rep.frozen.join(", ")) };
-        eprintln!(
-            "ferry: consistency: {}{frozen}",
-            serde_json::to_value(rep.consistency)?.as_str().unwrap_or("?")
-        );
-        for p in &rep.consistency_problems {
-            eprintln!("ferry:   not crash-consistent: {p}");
-        }
-        eprintln!("ferry: receiver: {}", receiver_summary(&rep.receiver_report));
-    }
-    Ok(if rep.ok { 0 } else { 3 })
-}
-
-/// One line about the receiver's report: its note, or the conversion's outcome.
-fn receiver_summary(r: &serde_json::Value) -> String {
-    if let Some(n) = r.get("note").and_then(|n| n.as_str()).or(r.as_str()) {
-        return n.to_string();
-    }
-    match (r.get("ok").and_then(|v| v.as_bool()), r.get("error").and_then(|v| v.as_str())) {
-        (Some(true), _) => {
-            let w = r.get("warnings").and_then(|w| w.as_array()).map_or(0, |w| w.len());
-            format!("converted ({w} warnings; the full report is in --json output)")
-        }
-        (_, Some(e)) => format!("conversion failed: {e}"),
-        _ => r.to_string(),
-    }
+    Ok(report::print(&rep, a.json))
 }
 
 fn map(m: Map) -> Result<i32> {
