@@ -47,10 +47,10 @@ pub fn cpu_item(busy: Option<f64>, window_s: f64) -> Item {
     const T: &str = "CPU utilisation";
     match busy {
         None => Item::new("cpu-load", Level::Warning, T, "could not read /proc/stat"),
-        Some(b) if b > CPU_WARN => Item::new("cpu-load", Level::Warning, T, format!("{b:.1} % busy over {window_s:.0} s"))
+        Some(b) if b > CPU_WARN => Item::new("cpu-load", Level::Warning, T, format!("{b:.1} % busy over {window_s:.1} s"))
             .fix("sending competes with the services for CPU: send at a quiet time, or limit it with --workers 1 and --bwlimit")
             .val("percent", b),
-        Some(b) => Item::ok("cpu-load", T, format!("{b:.1} % busy over {window_s:.0} s")).val("percent", b),
+        Some(b) => Item::ok("cpu-load", T, format!("{b:.1} % busy over {window_s:.1} s")).val("percent", b),
     }
 }
 
@@ -77,15 +77,32 @@ pub fn mem_item(m: Option<(f64, u64, u64)>) -> Item {
     }
 }
 
-/// Both load items (samples the CPU for `h.cpu_window`).
-pub fn items(h: &Host) -> Vec<Item> {
-    let before = h.proc_file("stat").unwrap_or_default();
-    std::thread::sleep(h.cpu_window);
+/// The start of a CPU sample: the other checks run while it lasts.
+pub struct Sample {
+    before: String,
+    at: std::time::Instant,
+}
+
+pub fn start(h: &Host) -> Sample {
+    Sample { before: h.proc_file("stat").unwrap_or_default(), at: std::time::Instant::now() }
+}
+
+/// Both load items, once at least `h.cpu_window` has passed since `s`.
+pub fn finish(h: &Host, s: Sample) -> Vec<Item> {
+    if let Some(left) = h.cpu_window.checked_sub(s.at.elapsed()) {
+        std::thread::sleep(left);
+    }
+    let window = s.at.elapsed().as_secs_f64();
     let after = h.proc_file("stat").unwrap_or_default();
     vec![
-        cpu_item(cpu_busy(&before, &after), h.cpu_window.as_secs_f64()),
+        cpu_item(cpu_busy(&s.before, &after), window),
         mem_item(h.proc_file("meminfo").as_deref().and_then(mem_used)),
     ]
+}
+
+/// Both load items (samples the CPU for `h.cpu_window`).
+pub fn items(h: &Host) -> Vec<Item> {
+    finish(h, start(h))
 }
 
 #[cfg(test)]

@@ -162,7 +162,8 @@ pub fn source_items(
 ) -> Vec<Item> {
     let mounts = h.mounts();
     let devs = storage::devices(&h.sys, paths);
-    let mut out = load::items(h);
+    let cpu = load::start(h);
+    let mut out = Vec::new();
     if !h.privileged {
         out.push(
             Item::new(
@@ -197,7 +198,9 @@ pub fn source_items(
     }
     out.push(network::proxy(&h.env));
     out.push(network::firewall(h, ports, addrs));
-    out
+    let mut load = load::finish(h, cpu);
+    load.append(&mut out);
+    load
 }
 
 /// Bytes as a short human figure (GiB/MiB/KiB, binary).

@@ -65,7 +65,10 @@ pub fn precheck(a: &Send, disks: &[(String, String)]) -> Result<()> {
     }
     let paths: Vec<&str> = disks.iter().map(|(p, _)| p.as_str()).collect();
     let (ports, addrs) = (ports(&a.to, 8080), remote::addresses(&a.to));
-    let rep = check::Report::new(check::source_items(&Host::system(), &paths, &srcs, &ports, &addrs));
+    // A short CPU sample: this runs before every send.
+    let mut h = Host::system();
+    h.cpu_window = std::time::Duration::from_millis(250);
+    let rep = check::Report::new(check::source_items(&h, &paths, &srcs, &ports, &addrs));
     if a.json {
         println!("{}", serde_json::json!({"event": "check", "check": rep}));
     }
