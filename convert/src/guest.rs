@@ -322,6 +322,19 @@ impl GuestRoot {
         self.write_as(p, data, None)
     }
 
+    /// [`write`](Self::write) with `mode` (root-owned): scripts ferry installs.
+    pub fn write_mode(&self, p: &str, data: &[u8], mode: u32) -> Result<()> {
+        self.write_as(p, data, Some(Perms { mode, uid: 0, gid: 0, label: None }))
+    }
+
+    /// Creates (or replaces) the symlink `p` → `target`; `p`'s parent resolved inside the root.
+    pub fn symlink(&self, target: &str, p: &str) -> Result<()> {
+        let (dir, name) = self.parent_of(p)?;
+        let _ = nix::unistd::unlinkat(dir.as_fd(), name.as_str(), UnlinkatFlags::NoRemoveDir);
+        nix::unistd::symlinkat(target, dir.as_fd(), name.as_str())
+            .with_context(|| format!("linking guest /{} to {target}", rel(p)))
+    }
+
     fn write_as(&self, p: &str, data: &[u8], perms: Option<Perms>) -> Result<()> {
         let shown = format!("guest /{}", rel(p));
         let (dir, name, old) = self.target(p)?;

@@ -10,7 +10,8 @@
 //! 5. the file steps ([`tree`]): boot configuration → UUIDs and consoles, device caches,
 //!    network names ([`nics`], [`netcfg`]), guest tools, SELinux, initramfs with virtio and
 //!    the bootloader ([`boot`])
-//! 6. the report, also in /var/log/ferry/conversion.json; everything unmounted and synced
+//! 6. the sender's customization hooks: `run` scripts in the chroot, `firstboot` units ([`hooks`])
+//! 7. the report, also in /var/log/ferry/conversion.json; everything unmounted and synced
 //!
 //! Essential steps abort the conversion; improving ones become warnings ([`steps`]). Every
 //! guest file is reached through [`guest::GuestRoot`]; every command through [`cmd::Runner`].
@@ -20,6 +21,7 @@ pub mod cmd;
 pub mod fixes;
 pub mod grow;
 pub mod guest;
+pub mod hooks;
 pub mod ifaces;
 pub mod inspect;
 pub mod lvm;
@@ -49,6 +51,8 @@ pub struct Options {
     pub workdir: PathBuf,
     /// How the new machine's NICs are named.
     pub nics: nics::Nics,
+    /// Customization hooks, applied at the end ([`hooks`]).
+    pub hooks: Vec<hooks::Hook>,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -71,6 +75,8 @@ pub struct Report {
     pub steps: Vec<steps::StepReport>,
     /// A second run found nothing to change (the system was converted before).
     pub already_converted: bool,
+    /// What each customization hook did.
+    pub hooks: Vec<hooks::HookReport>,
 }
 
 /// Old device names (xvda1, sda1, …) → the UUID spec of the partition now in that slot.
@@ -271,8 +277,10 @@ fn convert(
         grub: m.grub(),
         boot_code: (bios && m.reinstall_boot_code()).then_some(boot_disk.as_path()),
         layout_changed: rep.repartition.iter().any(|r| r.changed),
+        hooks: &o.hooks,
     };
     let done = tree::run(&job, log)?;
+    rep.hooks = done.hooks;
     rep.changes = done.changes;
     rep.interfaces = done.interfaces;
     rep.initramfs = done.initramfs;

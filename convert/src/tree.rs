@@ -30,6 +30,8 @@ pub struct Job<'a> {
     pub boot_code: Option<&'a Path>,
     /// The partition tables changed (a converted system on a bigger disk is converted again).
     pub layout_changed: bool,
+    /// The sender's customization hooks, applied last.
+    pub hooks: &'a [crate::hooks::Hook],
 }
 
 /// What the file steps did, for the report.
@@ -39,6 +41,7 @@ pub struct Done {
     pub interfaces: Vec<(String, String)>,
     pub initramfs: Vec<String>,
     pub already_converted: bool,
+    pub hooks: Vec<crate::hooks::HookReport>,
 }
 
 /// The boot argument that pins kernel NIC names.
@@ -78,28 +81,33 @@ pub fn run(j: &Job, log: &mut Log) -> Result<Done> {
             log.skipped(n, class);
         }
         done.already_converted = true;
-        done.changes = c;
-        return Ok(done);
+    } else {
+        done.initramfs = log
+            .step("initramfs", Class::Essential, || boot::initramfs(g, j.run, j.sys, j.root_fs, &mut c))?
+            .unwrap_or_default();
+        log.step("bootloader", Class::Essential, || {
+            let grub = match j.grub {
+                GrubMode::Regenerate => GrubConfig::Regenerate,
+                GrubMode::Rewrite => GrubConfig::Rewrite(j.map, &extra_args),
+            };
+            if j.grub == GrubMode::Rewrite && !j.sys.uefi && j.boot_code.is_none() {
+                c.notes
+                    .push("host mode: BIOS boot code left as it was (partition starts do not move)".into());
+            }
+            let b = Boot {
+                disk: j.boot_code.unwrap_or(Path::new("")),
+                bios: j.boot_code.is_some(),
+                root_uuid: j.root_uuid,
+                grub,
+            };
+            boot::bootloader(g, j.run, j.sys, b, &mut c)
+        })?;
     }
-    done.initramfs = log
-        .step("initramfs", Class::Essential, || boot::initramfs(g, j.run, j.sys, j.root_fs, &mut c))?
-        .unwrap_or_default();
-    log.step("bootloader", Class::Essential, || {
-        let grub = match j.grub {
-            GrubMode::Regenerate => GrubConfig::Regenerate,
-            GrubMode::Rewrite => GrubConfig::Rewrite(j.map, &extra_args),
-        };
-        if j.grub == GrubMode::Rewrite && !j.sys.uefi && j.boot_code.is_none() {
-            c.notes.push("host mode: BIOS boot code left as it was (partition starts do not move)".into());
-        }
-        let b = Boot {
-            disk: j.boot_code.unwrap_or(Path::new("")),
-            bios: j.boot_code.is_some(),
-            root_uuid: j.root_uuid,
-            grub,
-        };
-        boot::bootloader(g, j.run, j.sys, b, &mut c)
-    })?;
+    if !j.hooks.is_empty() {
+        done.hooks = log
+            .step("hooks", Class::Essential, || crate::hooks::apply(g, j.run, j.hooks, &mut c))?
+            .unwrap_or_default();
+    }
     done.changes = c;
     Ok(done)
 }

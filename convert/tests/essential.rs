@@ -56,6 +56,7 @@ fn job<'a>(g: &'a GuestRoot, rec: &'a Recorder, sys: &'a inspect::System, map: &
         nics: &Nics::Kernel,
         grub: GrubMode::Regenerate,
         boot_code: Some(Path::new("/dev/vda")),
+        hooks: &[],
         layout_changed: true,
     }
 }

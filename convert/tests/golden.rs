@@ -96,6 +96,7 @@ fn convert(scenario: &Path) -> (BTreeMap<String, Vec<u8>>, String) {
         nics: &Nics::Kernel,
         grub: GrubMode::Regenerate,
         boot_code: (!sys.uefi).then_some(Path::new("/dev/vda")),
+        hooks: &[],
         layout_changed: true,
     };
     let mut log = Log::default();

@@ -182,7 +182,8 @@ fn convert(c: Convert) -> anyhow::Result<i32> {
     let disks: Vec<std::path::PathBuf> = c.disk.iter().map(Into::into).collect();
     private_mounts()?;
     let nics = if c.nic.is_empty() { Nics::Kernel } else { Nics::Names(c.nic) };
-    let opts = ferry_convert::Options { grow: !c.no_grow, workdir: c.workdir.into(), nics };
+    let opts =
+        ferry_convert::Options { grow: !c.no_grow, workdir: c.workdir.into(), nics, hooks: Vec::new() };
     let rep = ferry_convert::run(&disks, &mut ferry_convert::machine::Host::default(), &opts);
     println!("{}", serde_json::to_string_pretty(&rep)?);
     Ok(if rep.ok { 0 } else { 1 })

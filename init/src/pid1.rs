@@ -129,7 +129,7 @@ fn job(cfg: &Config, shared: &Shared) -> anyhow::Result<After> {
     let mut rx = Receiver::new(token, Vec::new(), "/run/ferry".into())?;
     rx.discover = Some(Box::new(discover));
     let (sh, grow, convert) = (shared.clone(), cfg.grow, cfg.convert);
-    rx.finalize = Some(Box::new(move |targets| {
+    rx.finalize = Some(Box::new(move |targets, hooks| {
         if !convert {
             return ferry_replicator::receiver::Finalized {
                 ok: true,
@@ -142,6 +142,7 @@ fn job(cfg: &Config, shared: &Shared) -> anyhow::Result<After> {
             grow,
             workdir: "/run/ferry/convert".into(),
             nics: ferry_convert::nics::Nics::Kernel,
+            hooks: hooks.to_vec(),
         };
         let rep = std::panic::catch_unwind(|| {
             ferry_convert::run(&disks, &mut ferry_convert::machine::Appliance, &opts)

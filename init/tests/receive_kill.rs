@@ -69,6 +69,7 @@ fn sigkill_receiver_then_resume() {
         workers: 2,
         freeze: false,
         knobs: None,
+        hooks: Vec::new(),
     };
     let mut rx = receiver(port, &tgt, &state);
     let o2 = o.clone();

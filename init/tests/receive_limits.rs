@@ -69,6 +69,7 @@ fn accept_errors_are_retried() {
         workers: 2,
         freeze: false,
         knobs: None,
+        hooks: Vec::new(),
     };
     let sent = std::thread::spawn(move || sender::send(&o));
     let t1 = Instant::now();

@@ -24,8 +24,23 @@ fn field<'a>(line: &'a str, key: &str) -> &'a str {
 
 /// Sends `source` into the appliance onto `target`; returns the conversion report and the NIC
 /// name the converted system will use, once the appliance has converted and powered off.
+/// The serial console of the last boot of a converted system.
+static LAST_SERIAL: std::sync::Mutex<String> = std::sync::Mutex::new(String::new());
+/// What the first-boot hook prints.
+const FIRSTBOOT: &str = "FERRY-FIRSTBOOT-OK";
+
 fn migrate(source: &Path, target: &Path) -> (serde_json::Value, String) {
     let (status, data) = (free_port(), free_port());
+    // Customization hooks travel with the data: one runs in the chroot at the end of
+    // conversion, one on the first boot of the new VM.
+    let dir = target.parent().unwrap();
+    let (run_hook, fb_hook) = (dir.join("setup.sh"), dir.join("hello.sh"));
+    std::fs::write(
+        &run_hook,
+        "#!/bin/sh\necho \"hook ran on $(cat /etc/debian_version)\"\necho yes > /etc/ferry-hook-ran\n",
+    )
+    .unwrap();
+    std::fs::write(&fb_hook, format!("#!/bin/sh\necho {FIRSTBOOT} > /dev/console\n")).unwrap();
     let mut app = VmBuilder::new("appliance")
         .memory(1536)
         .appliance(&format!("ip=dhcp ferry.token={TOKEN}"))
@@ -39,6 +54,10 @@ fn migrate(source: &Path, target: &Path) -> (serde_json::Value, String) {
         .args(["send", "--to", &format!("127.0.0.1:{data}"), "--token", TOKEN, "--json"])
         .arg("--disk")
         .arg(format!("{}=vda", source.display()))
+        .arg("--hook")
+        .arg(format!("run={}", run_hook.display()))
+        .arg("--hook")
+        .arg(format!("firstboot={}", fb_hook.display()))
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -47,6 +66,12 @@ fn migrate(source: &Path, target: &Path) -> (serde_json::Value, String) {
     let report: serde_json::Value = serde_json::from_str(report).unwrap();
     let conv = report["report"]["receiver_report"].clone();
     assert_eq!(conv["ok"], true, "{conv:#}");
+    assert_eq!(conv["hooks"][0]["name"], "setup.sh", "{conv:#}");
+    assert!(conv["hooks"][0]["output"].as_str().unwrap().contains("hook ran on"), "{conv:#}");
+    assert_eq!(
+        (conv["hooks"][1]["kind"].as_str(), conv["hooks"][1]["ok"].as_bool()),
+        (Some("firstboot"), Some(true))
+    );
     // NICs keep kernel names in bus order (net.ifnames=0), whatever PCI slot they sit in: the
     // static configuration stays on eth0 and the booted VM must agree.
     assert_eq!(conv["interfaces"][0][0], "eth0", "{conv:#}");
@@ -70,6 +95,7 @@ fn boot_vm(b: VmBuilder) -> String {
     vm.wait_serial(MARKER, Duration::from_secs(300)).unwrap();
     let serial = vm.serial();
     assert!(serial.contains("login:") || vm.wait_serial("login:", Duration::from_secs(60)).is_ok());
+    *LAST_SERIAL.lock().unwrap() = vm.serial();
     serial.lines().find(|l| l.contains(MARKER)).map(|l| l.trim().to_string()).unwrap_or_default()
 }
 
@@ -100,8 +126,15 @@ fn debian12_gpt_bios_ext4_boots_on_virtio_scsi_nvme() {
     let (conv, nic) = migrate(&work, &target);
     assert!(conv["repartition"][0]["grown"]["number"] == 2, "{conv:#}");
 
-    for (bus, dev) in [(Bus::Virtio, "/dev/vda2"), (Bus::Scsi, "/dev/sda2"), (Bus::Nvme, "/dev/nvme0n1p2")] {
+    for (i, (bus, dev)) in
+        [(Bus::Virtio, "/dev/vda2"), (Bus::Scsi, "/dev/sda2"), (Bus::Nvme, "/dev/nvme0n1p2")]
+            .into_iter()
+            .enumerate()
+    {
         let line = boot(&target, bus, false);
+        // The first-boot hook ran on the first boot only, then removed itself.
+        let ran = LAST_SERIAL.lock().unwrap().contains(FIRSTBOOT);
+        assert_eq!(ran, i == 0, "first-boot hook on boot {i}");
         assert_eq!(field(&line, "root"), dev, "{line}");
         assert!(field(&line, "cmdline_root").starts_with("UUID="), "{line}");
         let size: u64 = field(&line, "rootsize").parse().unwrap();

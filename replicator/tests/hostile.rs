@@ -143,7 +143,7 @@ fn finish_before_every_disk_end_never_finalizes() {
     let called = Arc::new(AtomicBool::new(false));
     let c2 = called.clone();
     let r = receiver_with(&[&c.tgt], &c.state, move |rx| {
-        rx.finalize = Some(Box::new(move |_| {
+        rx.finalize = Some(Box::new(move |_, _| {
             c2.store(true, Ordering::SeqCst);
             ferry_replicator::receiver::Finalized { ok: true, report: serde_json::json!("converted") }
         }))
@@ -154,6 +154,44 @@ fn finish_before_every_disk_end_never_finalizes() {
     let out = r.outcomes.recv_timeout(Duration::from_secs(30)).unwrap();
     assert!(out.is_err(), "{out:?}");
     assert!(!called.load(Ordering::SeqCst), "conversion started on partial disks");
+}
+
+/// Customization hooks from the peer are bounded (count, size, names that become file names)
+/// and a bad one ends the session before any conversion.
+#[test]
+fn hooks_are_bounded_and_named_safely() {
+    use ferry_convert::hooks::HookKind;
+    let c = case();
+    let called = Arc::new(AtomicBool::new(false));
+    let c2 = called.clone();
+    let r = receiver_with(&[&c.tgt], &c.state, move |rx| {
+        rx.finalize = Some(Box::new(move |_, _| {
+            c2.store(true, Ordering::SeqCst);
+            ferry_replicator::receiver::Finalized { ok: true, report: serde_json::json!("converted") }
+        }))
+    });
+    let hook = |name: &str, len: usize| Msg::Hook {
+        kind: HookKind::Run,
+        name: name.into(),
+        body: vec![b'#'; len].into(),
+    };
+    let cases: [(Vec<Msg>, &str); 3] = [
+        (vec![hook("../../etc/passwd", 10)], "hook name"),
+        ((0..17).map(|i| hook(&format!("h{i}"), 10)).collect(), "17 hooks"),
+        (vec![hook("big", (1 << 20) + 1)], "bytes"),
+    ];
+    for (msgs, want) in cases {
+        let mut s = authenticated(r.addr, &c.src);
+        for m in &msgs {
+            if write_frame(&mut s, m).is_err() {
+                break;
+            }
+        }
+        let _ = s.flush();
+        let e = r.outcomes.recv_timeout(Duration::from_secs(30)).unwrap().unwrap_err();
+        assert!(e.contains(want), "{want}: {e}");
+    }
+    assert!(!called.load(Ordering::SeqCst), "conversion started after a bad hook");
 }
 
 #[test]

@@ -135,7 +135,8 @@ fn frozen_live_source_gives_a_clean_copy() {
 }
 
 /// The finalize hook's report reaches the sender as a JSON value (not JSON inside a string),
-/// with its outcome; a plain pass says so in a note.
+/// with its outcome; a plain pass says so in a note. The sender's customization hooks reach the
+/// conversion whole, with the finalizing pass only.
 #[test]
 fn the_receivers_report_is_a_json_document() {
     let t = tempfile::tempdir().unwrap();
@@ -144,12 +145,20 @@ fn the_receivers_report_is_a_json_document() {
     let tgt = t.path().join("tgt.img");
     garbage(&tgt, 8 * MIB);
     let r = receiver_with(&[&tgt], &t.path().join("state"), |rx| {
-        rx.finalize = Some(Box::new(|targets| ferry_replicator::receiver::Finalized {
+        rx.finalize = Some(Box::new(|targets, hooks| ferry_replicator::receiver::Finalized {
             ok: false,
-            report: serde_json::json!({ "ok": false, "error": "no root", "targets": targets.len() }),
+            report: serde_json::json!({
+                "ok": false, "error": "no root", "targets": targets.len(),
+                "hooks": hooks.iter().map(|h| (h.kind, &h.name, h.body.len())).collect::<Vec<_>>(),
+            }),
         }))
     });
+    use ferry_convert::hooks::{Hook, HookKind};
     let mut o = opts(r.addr, &[(&src, "")]);
+    o.hooks = vec![
+        Hook { kind: HookKind::Run, name: "setup.sh".into(), body: vec![b'x'; 300_000] },
+        Hook { kind: HookKind::Firstboot, name: "hello".into(), body: b"#!/bin/sh\n".to_vec() },
+    ];
     o.finalize = false;
     let pass = send(&o).unwrap();
     assert_eq!(pass.receiver_report["note"], "pass complete; waiting for more passes");
@@ -158,4 +167,8 @@ fn the_receivers_report_is_a_json_document() {
     assert!(!last.ok);
     assert_eq!(last.receiver_report["error"], "no root");
     assert_eq!(last.receiver_report["targets"], 1);
+    assert_eq!(
+        last.receiver_report["hooks"],
+        serde_json::json!([["run", "setup.sh", 300_000], ["firstboot", "hello", 10]])
+    );
 }

@@ -171,6 +171,13 @@ pub enum Msg {
     Bye,
     /// Nothing: a paused sender's sign of life (the receiver's read timeout is 5 minutes).
     Keepalive,
+    /// A customization script for the conversion (before a finalizing `Finish`): `run` in the
+    /// migrated system's chroot, or `firstboot` as a one-shot unit. At most 16, 1 MiB each.
+    Hook {
+        kind: ferry_convert::hooks::HookKind,
+        name: String,
+        body: serde_bytes::ByteBuf,
+    },
 }
 
 impl Msg {
@@ -198,6 +205,7 @@ impl Msg {
             Msg::SinkDone { .. } => "SinkDone",
             Msg::Bye => "Bye",
             Msg::Keepalive => "Keepalive",
+            Msg::Hook { .. } => "Hook",
         }
     }
 }

@@ -105,7 +105,8 @@ pub struct Finalized {
     pub report: serde_json::Value,
 }
 
-pub type FinalizeHook = Box<dyn Fn(&[TargetInfo]) -> Finalized + Send + Sync>;
+/// Gets the targets and the sender's customization hooks (validated).
+pub type FinalizeHook = Box<dyn Fn(&[TargetInfo], &[ferry_convert::hooks::Hook]) -> Finalized + Send + Sync>;
 
 pub struct Receiver {
     pub token: String,

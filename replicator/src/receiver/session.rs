@@ -8,6 +8,7 @@ use crate::auth::{self, Pake, Role, ServerStream};
 use crate::digest::hex;
 use crate::proto::{self, write_frame, Msg, BLOCK, MAX_PREAUTH_FRAME, PIECE};
 use anyhow::{bail, ensure, Context, Result};
+use ferry_convert::hooks::Hook;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -230,7 +231,7 @@ impl Receiver {
         });
         write_frame(s, &Msg::PlanOk { disks: starts.clone() })?;
         let started = super::unix_now();
-        let finalize = self.stream(s, &mut rx, verify)?;
+        let (finalize, hooks) = self.stream(s, &mut rx, verify)?;
         let written: u64 = rx.iter().map(|r| r.bytes_written).sum();
         // Close the targets (and their exclusive claims) before conversion mounts them.
         drop(rx);
@@ -260,7 +261,7 @@ impl Receiver {
         let done = if finalize {
             self.set(|st| st.state = "finalizing".into());
             match &self.finalize {
-                Some(h) => h(&starts.iter().map(|d| d.target.clone()).collect::<Vec<_>>()),
+                Some(h) => h(&starts.iter().map(|d| d.target.clone()).collect::<Vec<_>>(), &hooks),
                 None => note("data complete"),
             }
         } else {
@@ -278,9 +279,11 @@ impl Receiver {
         Ok(if finalize { Outcome::Finalized } else { Outcome::Pass })
     }
 
-    fn stream(&self, s: &mut ServerStream, rx: &mut [DiskRx], verify: bool) -> Result<bool> {
+    /// The transfer to its `Finish`: whether to finalize, and the hooks sent for the conversion.
+    fn stream(&self, s: &mut ServerStream, rx: &mut [DiskRx], verify: bool) -> Result<(bool, Vec<Hook>)> {
         // Each disk ends once; nothing may arrive for it afterwards, and Finish only after all.
         let mut ended = vec![false; rx.len()];
+        let mut hooks: Vec<Hook> = Vec::new();
         let disk_of = |d: u32, ended: &[bool]| -> Result<usize> {
             let i = d as usize;
             if i >= ended.len() {
@@ -358,11 +361,21 @@ impl Receiver {
                     write_frame(s, &Msg::DiskDone { result })?;
                 }
                 Msg::Keepalive => {}
+                Msg::Hook { kind, name, body } => {
+                    hooks.push(Hook { kind, name: proto::sanitize(&name, 80), body: body.into_vec() });
+                    ferry_convert::hooks::validate(&hooks).context("protocol error: a customization hook")?;
+                }
                 Msg::Finish { finalize } => {
                     let open: Vec<String> =
                         rx.iter().zip(&ended).filter(|(_, e)| !**e).map(|(r, _)| r.name.clone()).collect();
                     ensure!(open.is_empty(), "protocol error: Finish before the end of {}", open.join(", "));
-                    return Ok(finalize);
+                    if !finalize && !hooks.is_empty() {
+                        log::warn!(
+                            "receiver: {} hook(s) sent with a pass that does not finalize; ignored",
+                            hooks.len()
+                        );
+                    }
+                    return Ok((finalize, hooks));
                 }
                 other => bail!("protocol error: unexpected {} during the transfer", other.kind()),
             }

@@ -44,6 +44,8 @@ pub struct Options {
     /// Settings a running sender takes from `ferry ctl` (rate, compression, pause); without,
     /// `compress` and `bwlimit_mbit` hold for the whole pass.
     pub knobs: Option<Arc<control::Knobs>>,
+    /// Customization hooks sent with a finalizing pass (`--hook run=FILE`, `firstboot=FILE`).
+    pub hooks: Vec<ferry_convert::hooks::Hook>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -269,6 +271,11 @@ pub fn send(o: &Options) -> Result<Report> {
     let frozen_points = frozen.as_ref().map(|f| f.mountpoints()).unwrap_or_default();
     let problems = frozen.as_ref().map(|f| f.problems.clone()).unwrap_or_default();
     drop(frozen);
+    if o.finalize {
+        for h in &o.hooks {
+            c.send(&Msg::Hook { kind: h.kind, name: h.name.clone(), body: h.body.clone().into() })?;
+        }
+    }
     c.send(&Msg::Finish { finalize: o.finalize })?;
     // A finalizing pass waits for the conversion, which can take minutes.
     c.s.sock.set_read_timeout(Some(Duration::from_secs(3600)))?;

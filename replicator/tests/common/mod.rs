@@ -270,6 +270,7 @@ pub fn opts(to: SocketAddr, disks: &[(&Path, &str)]) -> Options {
         workers: 2,
         freeze: false,
         knobs: None,
+        hooks: Vec::new(),
     }
 }
 

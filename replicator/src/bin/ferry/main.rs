@@ -131,6 +131,11 @@ struct Send {
     /// /run/ferry/send.sock)
     #[argh(option)]
     ctl: Option<String>,
+    /// KIND=FILE, repeatable: a script for the conversion, sent with the finalizing pass;
+    /// run=FILE runs in the migrated system's chroot at the end of conversion (a failure fails
+    /// it), firstboot=FILE runs once on the new VM's first boot
+    #[argh(option)]
+    hook: Vec<String>,
 }
 
 /// Show the partitions, filesystems and byte ranges `ferry send` would read.
@@ -234,6 +239,31 @@ fn disks(list: &[String]) -> Result<Vec<(String, String)>> {
         .collect())
 }
 
+/// `--hook run=FILE` / `firstboot=FILE`: read, named after the file, validated.
+fn hooks(list: &[String]) -> Result<Vec<ferry_convert::hooks::Hook>> {
+    use ferry_convert::hooks::{self, Hook, HookKind};
+    let mut out = Vec::new();
+    for h in list {
+        let (kind, file) = match h.split_once('=') {
+            Some(("run", f)) => (HookKind::Run, f),
+            Some(("firstboot", f)) => (HookKind::Firstboot, f),
+            _ => anyhow::bail!("--hook {h:?}: expected run=FILE or firstboot=FILE"),
+        };
+        let name = std::path::Path::new(file).file_name().and_then(|n| n.to_str()).unwrap_or("").to_string();
+        let meta = std::fs::metadata(file).with_context(|| format!("--hook {h}"))?;
+        anyhow::ensure!(
+            meta.len() <= hooks::MAX_SCRIPT as u64,
+            "--hook {h}: {} bytes; a hook is at most {} bytes",
+            meta.len(),
+            hooks::MAX_SCRIPT
+        );
+        let body = std::fs::read(file).with_context(|| format!("--hook {h}"))?;
+        out.push(Hook { kind, name, body });
+    }
+    hooks::validate(&out).context("--hook")?;
+    Ok(out)
+}
+
 fn workers(w: Option<usize>) -> Result<usize> {
     anyhow::ensure!(w != Some(0), "--workers must be at least 1");
     Ok(w.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)))
@@ -266,6 +296,7 @@ fn send(a: Send) -> Result<i32> {
         workers,
         freeze: a.freeze,
         knobs: None,
+        hooks: hooks(&a.hook)?,
     };
     if a.continuous {
         return live::continuous(&a, o);
