@@ -27,6 +27,7 @@ pub mod inspect;
 pub mod lvm;
 pub mod machine;
 pub mod mount;
+pub mod netaddrs;
 pub mod netcfg;
 pub mod nics;
 pub mod probe;
@@ -77,7 +78,14 @@ pub struct Report {
     pub already_converted: bool,
     /// What each customization hook did.
     pub hooks: Vec<hooks::HookReport>,
+    /// How to prove the converted disks boot before cutting over.
+    pub rehearse: &'static str,
 }
+
+/// The pointer every report carries.
+pub const REHEARSE: &str = "before cutting over, boot a copy-on-write overlay of the converted disks in an \
+isolated VM on a host with QEMU: ferry-init rehearse --disk IMAGE_OR_DEVICE [--disk …] (the disks are never \
+changed; verdict pass/degraded/fail)";
 
 /// Old device names (xvda1, sda1, …) → the UUID spec of the partition now in that slot.
 fn device_map(parts: &[Part]) -> rewrite::DevMap {
@@ -159,10 +167,29 @@ fn scan(m: &mut dyn Machine, disks: &[PathBuf]) -> Result<(lvm::Active, Vec<Part
     Ok((active, parts))
 }
 
+/// A migrated system mounted read-write by fstab (with the API filesystems), for tools that
+/// add to it without converting it (`ferry-init rehearse` puts its probe into an overlay).
+/// Fields drop in order: the tree is unmounted before the LVs are deactivated.
+pub struct Opened {
+    pub tree: mount::Tree,
+    pub sys: inspect::System,
+    pub root: Part,
+    _lvs: lvm::Active,
+}
+
+/// Finds the root on `disks` (as the conversion's scan and inspect steps do) and mounts it.
+pub fn open_system(disks: &[PathBuf], m: &mut dyn Machine, workdir: &Path) -> Result<Opened> {
+    let (lvs, parts) = scan(m, disks).context("scan")?;
+    let (root, sys) = find_root(&parts, workdir).context("inspect")?;
+    let map = device_map(&parts);
+    let tree = mount::Tree::mount(root, &parts, &map, &workdir.join("root")).context("mount")?;
+    Ok(Opened { tree, sys, root: root.clone(), _lvs: lvs })
+}
+
 /// Converts the system on `disks`. Never panics through; the report says what happened.
 pub fn run(disks: &[PathBuf], m: &mut dyn Machine, o: &Options) -> Report {
     let t0 = std::time::Instant::now();
-    let mut rep = Report { machine: m.name(), ..Report::default() };
+    let mut rep = Report { machine: m.name(), rehearse: REHEARSE, ..Report::default() };
     let mut log = Log::default();
     match convert(disks, m, o, &mut rep, &mut log) {
         Ok(()) => rep.ok = true,

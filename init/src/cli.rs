@@ -18,6 +18,36 @@ enum Cmd {
     Cmdline(CmdlineCmd),
     Receive(Receive),
     Convert(Convert),
+    Rehearse(Rehearse),
+}
+
+/// Boot migrated disks in an isolated QEMU VM through copy-on-write overlays (the disks are
+/// never changed) and report whether the system comes up: exit 0 pass, 2 degraded, 3 fail.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "rehearse")]
+struct Rehearse {
+    /// a migrated disk (image file in any format qemu-img reads, or a block device); repeat in
+    /// disk order, the first boots
+    #[argh(option)]
+    disk: Vec<String>,
+    /// seconds to wait for the probe's report (default 600)
+    #[argh(option, default = "600")]
+    timeout: u64,
+    /// the VM's memory in MiB (default 1024)
+    #[argh(option, default = "1024")]
+    memory: u32,
+    /// kvm, tcg or auto (default: KVM when a kernel starts under it here)
+    #[argh(option, default = "String::from(\"auto\")")]
+    accel: String,
+    /// where the overlays and the console log go (default /var/tmp/ferry-rehearse-PID)
+    #[argh(option)]
+    workdir: Option<String>,
+    /// keep the overlays afterwards
+    #[argh(switch)]
+    keep: bool,
+    /// print the report as JSON
+    #[argh(switch)]
+    json: bool,
 }
 
 /// Convert a migrated Linux system on disk images (or devices) so it boots on KVM/virtio.
@@ -91,6 +121,7 @@ pub fn main() -> i32 {
         Cmd::Convert(c) => convert(c),
         Cmd::Cmdline(c) => cmdline(c),
         Cmd::Receive(r) => receive(r),
+        Cmd::Rehearse(r) => rehearse(r),
     };
     match r {
         Ok(code) => code,
@@ -175,6 +206,36 @@ fn private_mounts() -> anyhow::Result<()> {
     mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
         .context("making mounts private")?;
     Ok(())
+}
+
+fn rehearse(r: Rehearse) -> anyhow::Result<i32> {
+    use crate::rehearse::{self, qemu::Accel};
+    let accel = match r.accel.as_str() {
+        "auto" => None,
+        "kvm" => Some(Accel::Kvm),
+        "tcg" => Some(Accel::Tcg),
+        other => anyhow::bail!("--accel {other:?}: expected kvm, tcg or auto"),
+    };
+    anyhow::ensure!((128..=65536).contains(&r.memory), "--memory {}: expected 128 to 65536 MiB", r.memory);
+    private_mounts()?;
+    let o = rehearse::Options {
+        disks: r.disk.iter().map(Into::into).collect(),
+        workdir: r
+            .workdir
+            .map(Into::into)
+            .unwrap_or_else(|| format!("/var/tmp/ferry-rehearse-{}", std::process::id()).into()),
+        timeout: std::time::Duration::from_secs(r.timeout),
+        memory_mb: r.memory,
+        accel,
+        keep: r.keep,
+    };
+    let rep = rehearse::run(&o)?;
+    if r.json {
+        println!("{}", serde_json::to_string_pretty(&rep)?);
+    } else {
+        print!("{}", rehearse::table(&rep));
+    }
+    Ok(rep.verdict.code())
 }
 
 fn convert(c: Convert) -> anyhow::Result<i32> {

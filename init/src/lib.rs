@@ -12,5 +12,6 @@ pub mod mounts;
 pub mod net;
 pub mod pid1;
 pub mod reaper;
+pub mod rehearse;
 pub mod status;
 pub mod sysinfo;

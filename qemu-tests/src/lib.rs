@@ -56,6 +56,11 @@ pub fn ferry_image() -> PathBuf {
     repo_root().join("target/release/ferry-image")
 }
 
+/// The accelerator the harness detected: "kvm" or "tcg" (for tools that start QEMU themselves).
+pub fn accel_name() -> &'static str {
+    accel::args()[1]
+}
+
 /// Serialises guests across the tests of one process.
 pub fn guest_lock() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
