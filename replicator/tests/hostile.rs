@@ -137,9 +137,8 @@ fn hash_queries_are_bounded_by_the_block_size() {
     assert!(e.contains("block"), "{e}");
 }
 
-#[test]
-fn finish_before_every_disk_end_never_finalizes() {
-    let c = case();
+/// A receiver whose finalize hook (the conversion) only records that it was called.
+fn watched_receiver(c: &Case) -> (Rcv, Arc<AtomicBool>) {
     let called = Arc::new(AtomicBool::new(false));
     let c2 = called.clone();
     let r = receiver_with(&[&c.tgt], &c.state, move |rx| {
@@ -148,6 +147,13 @@ fn finish_before_every_disk_end_never_finalizes() {
             ferry_replicator::receiver::Finalized { ok: true, report: serde_json::json!("converted") }
         }))
     });
+    (r, called)
+}
+
+#[test]
+fn finish_before_every_disk_end_never_finalizes() {
+    let c = case();
+    let (r, called) = watched_receiver(&c);
     let mut s = authenticated(r.addr, &c.src);
     write_frame(&mut s, &Msg::Finish { finalize: true }).unwrap();
     s.flush().unwrap();
@@ -162,14 +168,7 @@ fn finish_before_every_disk_end_never_finalizes() {
 fn hooks_are_bounded_and_named_safely() {
     use ferry_convert::hooks::HookKind;
     let c = case();
-    let called = Arc::new(AtomicBool::new(false));
-    let c2 = called.clone();
-    let r = receiver_with(&[&c.tgt], &c.state, move |rx| {
-        rx.finalize = Some(Box::new(move |_, _| {
-            c2.store(true, Ordering::SeqCst);
-            ferry_replicator::receiver::Finalized { ok: true, report: serde_json::json!("converted") }
-        }))
-    });
+    let (r, called) = watched_receiver(&c);
     let hook = |name: &str, len: usize| Msg::Hook {
         kind: HookKind::Run,
         name: name.into(),
