@@ -86,6 +86,19 @@ struct Receive {
     /// where resume state and hash logs live (default /var/lib/ferry/receive)
     #[argh(option, default = "String::from(\"/var/lib/ferry/receive\")")]
     state_dir: String,
+    /// migrate into image files in DIR instead of --target: received into sparse
+    /// DIR/disk-N.raw, converted, written as DIR/disk-N.FORMAT with a manifest.json
+    #[argh(option)]
+    image: Option<String>,
+    /// with --image: the size of each disk (e.g. 20G), in disk order
+    #[argh(option)]
+    size: Vec<String>,
+    /// with --image: raw, qcow2 (default), vmdk or vhdx; repeat for several
+    #[argh(option)]
+    format: Vec<String>,
+    /// with --image: keep the raw staging files after the images are written
+    #[argh(switch)]
+    keep_raw: bool,
 }
 
 /// List the block devices that could be migration targets.
@@ -172,17 +185,46 @@ fn receive(r: Receive) -> anyhow::Result<i32> {
         .token
         .or_else(|| std::env::var("FERRY_TOKEN").ok())
         .context("--token (or FERRY_TOKEN) is required")?;
-    anyhow::ensure!(!r.target.is_empty(), "at least one --target is required");
-    let targets = r
-        .target
-        .iter()
-        .map(|t| {
-            let p = std::path::PathBuf::from(t);
-            let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| t.clone());
-            TargetSpec { path: p, name, serial: String::new() }
-        })
-        .collect();
-    let rx = Receiver::new(token, targets, r.state_dir.into())?;
+    let targets = match &r.image {
+        Some(dir) => {
+            anyhow::ensure!(r.target.is_empty(), "--image and --target exclude each other");
+            let sizes =
+                r.size.iter().map(|s| crate::to_image::parse_size(s)).collect::<anyhow::Result<Vec<_>>>()?;
+            // Conversion mounts the received system: in a namespace of our own.
+            private_mounts()?;
+            crate::to_image::staging(std::path::Path::new(dir), &sizes)?
+        }
+        None => {
+            anyhow::ensure!(!r.target.is_empty(), "at least one --target (or --image DIR) is required");
+            anyhow::ensure!(r.size.is_empty() && r.format.is_empty(), "--size and --format go with --image");
+            r.target
+                .iter()
+                .map(|t| {
+                    let p = std::path::PathBuf::from(t);
+                    let name =
+                        p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| t.clone());
+                    TargetSpec { path: p, name, serial: String::new() }
+                })
+                .collect()
+        }
+    };
+    let mut rx = Receiver::new(token, targets, r.state_dir.into())?;
+    if let Some(dir) = &r.image {
+        let formats = if r.format.is_empty() { vec!["qcow2".to_string()] } else { r.format.clone() };
+        let job = crate::to_image::Job {
+            dir: dir.into(),
+            formats: formats
+                .iter()
+                .map(|f| crate::to_image::Format::parse(f))
+                .collect::<anyhow::Result<_>>()?,
+            keep_raw: r.keep_raw,
+            status: rx.status.clone(),
+        };
+        rx.finalize = Some(Box::new(move |targets, hooks| {
+            let paths: Vec<std::path::PathBuf> = targets.iter().map(|t| t.path.clone().into()).collect();
+            job.finalize(&paths, hooks)
+        }));
+    }
     let listener =
         std::net::TcpListener::bind(&r.listen).with_context(|| format!("listening on {}", r.listen))?;
     eprintln!(

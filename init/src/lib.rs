@@ -15,3 +15,4 @@ pub mod reaper;
 pub mod rehearse;
 pub mod status;
 pub mod sysinfo;
+pub mod to_image;
