@@ -167,13 +167,15 @@ fn scan(m: &mut dyn Machine, disks: &[PathBuf]) -> Result<(lvm::Active, Vec<Part
     Ok((active, parts))
 }
 
-/// A migrated system mounted read-write by fstab (with the API filesystems), for tools that
+/// A migrated system mounted read-write by fstab (without the API filesystems), for tools that
 /// add to it without converting it (`ferry-init rehearse` puts its probe into an overlay).
 /// Fields drop in order: the tree is unmounted before the LVs are deactivated.
 pub struct Opened {
     pub tree: mount::Tree,
     pub sys: inspect::System,
     pub root: Part,
+    /// Every partition and LV found.
+    pub parts: Vec<Part>,
     _lvs: lvm::Active,
 }
 
@@ -182,8 +184,9 @@ pub fn open_system(disks: &[PathBuf], m: &mut dyn Machine, workdir: &Path) -> Re
     let (lvs, parts) = scan(m, disks).context("scan")?;
     let (root, sys) = find_root(&parts, workdir).context("inspect")?;
     let map = device_map(&parts);
-    let tree = mount::Tree::mount(root, &parts, &map, &workdir.join("root")).context("mount")?;
-    Ok(Opened { tree, sys, root: root.clone(), _lvs: lvs })
+    let tree = mount::Tree::mount_with(root, &parts, &map, &workdir.join("root"), false).context("mount")?;
+    let root = root.clone();
+    Ok(Opened { tree, sys, root, parts, _lvs: lvs })
 }
 
 /// Converts the system on `disks`. Never panics through; the report says what happened.

@@ -109,6 +109,12 @@ pub fn fstab_entries(fstab: &str) -> Vec<Entry> {
 impl Tree {
     /// Mounts `root` read-write at `at`, then the fstab filesystems, then the API filesystems.
     pub fn mount(root: &Part, parts: &[Part], map: &DevMap, at: &Path) -> Result<Self> {
+        Self::mount_with(root, parts, map, at, true)
+    }
+
+    /// [`mount`](Self::mount), with the API filesystems (/dev, /proc, /sys, /run) for chrooted
+    /// tools only when `api`: without them the tree shows only the migrated system's own files.
+    pub fn mount_with(root: &Part, parts: &[Part], map: &DevMap, at: &Path, api: bool) -> Result<Self> {
         let fstype = root.fstype.map(|t| t.name());
         let mut mounts = Mounts::default();
         mounts.0.push((Some(root.dev.clone()), Mount::new(&root.dev, at, fstype, MsFlags::empty())?));
@@ -127,6 +133,9 @@ impl Tree {
             let m = Mount::on(&p.dev, &target, Some(fs.name()), MsFlags::empty())?;
             mounts.0.push((Some(p.dev.clone()), m));
             guest.allow_mount(&target)?;
+        }
+        if !api {
+            return Ok(Tree { guest, mounts });
         }
         // The API filesystems for chrooted tools. Their mount points are resolved (and
         // checked) before any is mounted: once /dev is bound in, the guest root refuses to
@@ -157,6 +166,11 @@ impl Tree {
 
     pub fn guest(&self) -> &GuestRoot {
         &self.guest
+    }
+
+    /// Each mounted device (the root first, then the fstab filesystems) and where.
+    pub fn mounted(&self) -> Vec<(PathBuf, PathBuf)> {
+        self.mounts.0.iter().filter_map(|(d, m)| Some((d.clone()?, m.target.clone()))).collect()
     }
 
     /// Where the migrated system's filesystem on `dev` is mounted.

@@ -19,6 +19,38 @@ enum Cmd {
     Receive(Receive),
     Convert(Convert),
     Rehearse(Rehearse),
+    ExportOci(ExportOci),
+}
+
+/// Build an OCI image of a migrated system (machine-level containerization): written into an
+/// OCI layout directory and/or pushed to a registry. The disks are never changed.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "export-oci")]
+struct ExportOci {
+    /// a migrated disk (image file or block device); repeat in disk order
+    #[argh(option)]
+    disk: Vec<String>,
+    /// the OCI image layout directory to write
+    #[argh(option)]
+    out: Option<String>,
+    /// push to REGISTRY/REPO:TAG (with skopeo; credentials in FERRY_REGISTRY_AUTH=user:password)
+    #[argh(option)]
+    push: Option<String>,
+    /// push over plain HTTP / without verifying the registry's certificate
+    #[argh(switch)]
+    insecure: bool,
+    /// the tag in the layout (default latest)
+    #[argh(option, default = "String::from(\"latest\")")]
+    tag: String,
+    /// run this shell command instead of the system's init (/bin/sh -c CMD)
+    #[argh(option)]
+    cmd: Option<String>,
+    /// layer compression: gzip (default) or zstd
+    #[argh(option, default = "String::from(\"gzip\")")]
+    compress: String,
+    /// where overlays and mounts go (default /var/tmp/ferry-export-PID)
+    #[argh(option)]
+    workdir: Option<String>,
 }
 
 /// Boot migrated disks in an isolated QEMU VM through copy-on-write overlays (the disks are
@@ -135,6 +167,7 @@ pub fn main() -> i32 {
         Cmd::Cmdline(c) => cmdline(c),
         Cmd::Receive(r) => receive(r),
         Cmd::Rehearse(r) => rehearse(r),
+        Cmd::ExportOci(e) => export_oci(e),
     };
     match r {
         Ok(code) => code,
@@ -278,6 +311,39 @@ fn rehearse(r: Rehearse) -> anyhow::Result<i32> {
         print!("{}", rehearse::table(&rep));
     }
     Ok(rep.verdict.code())
+}
+
+fn export_oci(e: ExportOci) -> anyhow::Result<i32> {
+    use crate::oci::{self, layer::Compression};
+    let compression = match e.compress.as_str() {
+        "gzip" => Compression::Gzip,
+        "zstd" => Compression::Zstd,
+        other => anyhow::bail!("--compress {other:?}: expected gzip or zstd"),
+    };
+    anyhow::ensure!(
+        !e.tag.is_empty()
+            && e.tag.len() <= 128
+            && e.tag.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)),
+        "--tag {:?}: letters, digits, '.', '_' and '-', at most 128",
+        e.tag
+    );
+    private_mounts()?;
+    let o = oci::Options {
+        disks: e.disk.iter().map(Into::into).collect(),
+        out: e.out.map(Into::into),
+        push: e.push,
+        insecure: e.insecure,
+        tag: e.tag,
+        cmd: e.cmd.map(|c| vec!["/bin/sh".to_string(), "-c".to_string(), c]).unwrap_or_default(),
+        compression,
+        workdir: e
+            .workdir
+            .map(Into::into)
+            .unwrap_or_else(|| format!("/var/tmp/ferry-export-{}", std::process::id()).into()),
+    };
+    let rep = oci::run(&o)?;
+    println!("{}", serde_json::to_string_pretty(&rep)?);
+    Ok(0)
 }
 
 fn convert(c: Convert) -> anyhow::Result<i32> {

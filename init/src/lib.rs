@@ -10,6 +10,7 @@ pub mod inventory;
 pub mod logger;
 pub mod mounts;
 pub mod net;
+pub mod oci;
 pub mod pid1;
 pub mod reaper;
 pub mod rehearse;
