@@ -2,7 +2,8 @@
 //! an OCI image — the same bytes for the same disk, trimmed (empty /boot, /proc, kernel
 //! modules; fstab emptied; machine-id cleared), its init as entrypoint — and pushes it to a
 //! real registry (Debian's `docker-registry`, started here on localhost). `skopeo inspect` reads
-//! it back from the registry; pulled again and unpacked (`umoci`), it runs a command under
+//! it back from the registry; pulled again and unpacked (`umoci`), it runs a command (printing
+//! the migrated system's os-release) under
 //! `crun`, the OCI runtime podman uses. (Podman 4.3 itself hangs on this host's hybrid cgroup
 //! layout; crun runs in a mount namespace that sees cgroup2 only.) The disk is never changed.
 
@@ -121,7 +122,7 @@ fn a_migrated_system_becomes_an_oci_image_in_a_registry_that_runs() {
     rt["process"]["args"] = serde_json::json!([
         "/bin/sh",
         "-c",
-        "echo debian=$(cat /etc/debian_version) container=$container machine_id=$(wc -c </etc/machine-id) \
+        ". /etc/os-release; echo \"os=$PRETTY_NAME\"; echo debian=$(cat /etc/debian_version) container=$container machine_id=$(wc -c </etc/machine-id) \
          boot=$(ls -A /boot | wc -l) modules=$(ls -A /lib/modules | wc -l) fstab=$(grep -vc '^#' /etc/fstab)"
     ]);
     rt["process"]["terminal"] = false.into();
@@ -132,6 +133,6 @@ fn a_migrated_system_becomes_an_oci_image_in_a_registry_that_runs() {
         bundle.display(),
         std::process::id()
     )));
-    assert!(out.contains("debian=12."), "{out}");
+    assert!(out.contains("os=Debian GNU/Linux 12 (bookworm)") && out.contains("debian=12."), "{out}");
     assert!(out.contains("container=oci machine_id=0 boot=0 modules=0 fstab=0"), "{out}");
 }
