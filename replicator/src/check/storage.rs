@@ -43,7 +43,7 @@ pub fn fs_types(s: &Src) -> Vec<Item> {
         let subject =
             if p.number == 0 { s.path.to_string() } else { format!("{} partition {}", s.path, p.number) };
         let len = p.end.saturating_sub(p.start);
-        let used = len.saturating_sub(p.free_bytes);
+        let used = len.saturating_sub(p.free_bytes + p.inode_table_bytes + p.journal_bytes);
         let t = fs::probe(s.file, p.start, len).map(|x| x.fstype);
         let name = t.map_or("unrecognised", |t| t.name());
         let (level, how, fix) = match t {

@@ -3,6 +3,13 @@
 //! handled by following each descriptor's bitmap pointer; BLOCK_UNINIT groups count their used
 //! blocks (backup superblock and GDT) from the group start. A group whose bitmap disagrees
 //! with its descriptor's free count is treated as fully used: never skip what might be data.
+//!
+//! Metadata that holds nothing is skipped too (not read, not sent, the target left as it is):
+//! with checksummed group descriptors (`uninit_bg`/`metadata_csum`) on a filesystem without
+//! recorded errors, the inode-table blocks past the last inode a group has ever used
+//! (`bg_itable_unused`; all of them in `INODE_UNINIT` groups) — e2fsck does not read them and
+//! the kernel zeroes a new inode in full before writing it (and lazily zeroes those tables when
+//! `ITABLE_ZEROED` is not set); and the log blocks of a clean journal ([`super::jbd`]).
 
 use anyhow::{bail, ensure, Context, Result};
 pub use ferry_formats::fs::is_ext;
@@ -13,6 +20,11 @@ const INCOMPAT_64BIT: u32 = 0x80;
 const RO_COMPAT_GDT_CSUM: u32 = 0x10;
 const RO_COMPAT_METADATA_CSUM: u32 = 0x400;
 const BG_BLOCK_UNINIT: u16 = 0x2;
+const BG_INODE_UNINIT: u16 = 0x1;
+const COMPAT_HAS_JOURNAL: u32 = 0x4;
+const INCOMPAT_RECOVER: u32 = 0x4;
+const INCOMPAT_JOURNAL_DEV: u32 = 0x8;
+const STATE_ERROR: u16 = 0x2;
 
 fn u16_at(b: &[u8], o: usize) -> u16 {
     u16::from_le_bytes([b[o], b[o + 1]])
@@ -27,6 +39,9 @@ pub struct Free {
     pub block_size: u64,
     pub fs_bytes: u64,
     pub notes: Vec<String>,
+    /// Bytes of unused inode tables and of a clean journal's log left out (also in `ranges`).
+    pub inode_table_bytes: u64,
+    pub journal_bytes: u64,
 }
 
 /// Reads the free space of the ext filesystem that starts at byte `base` of `f`.
@@ -74,6 +89,13 @@ pub fn free(f: &dyn ReadAt, base: u64, part_len: u64) -> Result<Free> {
     let mut ranges = Vec::new();
     let mut bitmap = vec![0u8; bs as usize];
     let mut total_free = 0u64;
+    let ipg = u32_at(&sb, 40) as u64;
+    let isz = if u32_at(&sb, 76) == 0 { 128 } else { u16_at(&sb, 88) as u64 };
+    ensure!(isz >= 128 && isz <= bs && isz.is_power_of_two(), "implausible inode size {isz}");
+    // Inode tables are skipped only where the descriptors are checksummed and nothing is wrong.
+    let itables = csum && u16_at(&sb, 58) & STATE_ERROR == 0 && ipg > 0;
+    let itb = (ipg * isz).div_ceil(bs);
+    let mut inode_table_bytes = 0u64;
     for g in 0..groups {
         let d = &gdt[(g * desc_size) as usize..((g + 1) * desc_size) as usize];
         let start = first + g * bpg;
@@ -81,10 +103,23 @@ pub fn free(f: &dyn ReadAt, base: u64, part_len: u64) -> Result<Free> {
         let mut desc_free = u16_at(d, 12) as u64;
         let flags = u16_at(d, 18);
         let mut bmp = u32_at(d, 0) as u64;
+        let (mut itable, mut unused) = (u32_at(d, 8) as u64, u16_at(d, 0x1C) as u64);
         if desc_size >= 64 {
             desc_free |= (u16_at(d, 0x2C) as u64) << 16;
             bmp |= (u32_at(d, 0x20) as u64) << 32;
+            itable |= (u32_at(d, 0x28) as u64) << 32;
+            unused |= (u16_at(d, 0x32) as u64) << 16;
         }
+        // The unused tail of the group's inode table, as blocks.
+        let idle = match (itables, flags & BG_INODE_UNINIT != 0) {
+            (false, _) => None,
+            (true, true) => Some((itable, itable + itb)),
+            (true, false) if unused <= ipg => {
+                Some((itable + ((ipg - unused) * isz).div_ceil(bs), itable + itb))
+            }
+            _ => None,
+        }
+        .filter(|&(s, e)| s < e && e <= blocks);
         let mut push = |s: u64, e: u64| {
             if s < e {
                 ranges.push((s * bs, e * bs));
@@ -94,6 +129,10 @@ pub fn free(f: &dyn ReadAt, base: u64, part_len: u64) -> Result<Free> {
             let used = n.saturating_sub(desc_free);
             push(start + used, start + n);
             total_free += n - used;
+            if let Some((s, e)) = idle {
+                push(s, e);
+                inode_table_bytes += (e - s) * bs;
+            }
             continue;
         }
         ensure!(bmp < blocks, "group {g}: block bitmap at {bmp} is outside the filesystem");
@@ -107,6 +146,10 @@ pub fn free(f: &dyn ReadAt, base: u64, part_len: u64) -> Result<Free> {
             continue;
         }
         total_free += count;
+        if let Some((s, e)) = idle {
+            push(s, e);
+            inode_table_bytes += (e - s) * bs;
+        }
         let mut run: Option<u64> = None;
         for i in 0..n {
             match (is_free(i), run) {
@@ -128,5 +171,47 @@ pub fn free(f: &dyn ReadAt, base: u64, part_len: u64) -> Result<Free> {
             "ext: superblock counts {sb_free} free blocks, groups {total_free} (normal on a mounted filesystem)"
         ));
     }
-    Ok(Free { ranges, block_size: bs, fs_bytes, notes })
+    let journal_bytes = match clean_journal(f, base, &sb, (bs, blocks, isz), &gdt, desc_size) {
+        Ok(Some(log)) => {
+            let total = log.iter().map(|(s, e)| e - s).sum();
+            ranges.extend(log);
+            total
+        }
+        Ok(None) => 0,
+        Err(e) => {
+            notes.push(format!("ext journal: {e:#}; sending all of it"));
+            0
+        }
+    };
+    Ok(Free { ranges, block_size: bs, fs_bytes, notes, inode_table_bytes, journal_bytes })
+}
+
+/// The log blocks of the internal journal when the filesystem says it needs no recovery.
+fn clean_journal(
+    f: &dyn ReadAt,
+    base: u64,
+    sb: &[u8],
+    (bs, blocks, isz): (u64, u64, u64),
+    gdt: &[u8],
+    desc_size: u64,
+) -> Result<Option<Vec<(u64, u64)>>> {
+    let (compat, incompat) = (u32_at(sb, 92), u32_at(sb, 96));
+    let ino = u32_at(sb, 0xE0) as u64;
+    let ipg = u32_at(sb, 40) as u64;
+    if compat & COMPAT_HAS_JOURNAL == 0
+        || incompat & (INCOMPAT_RECOVER | INCOMPAT_JOURNAL_DEV) != 0
+        || ino == 0
+    {
+        return Ok(None);
+    }
+    ensure!(ipg > 0 && ino <= u32_at(sb, 0) as u64, "journal inode {ino} is not an inode of the filesystem");
+    let (g, i) = ((ino - 1) / ipg, (ino - 1) % ipg);
+    let d =
+        gdt.get((g * desc_size) as usize..((g + 1) * desc_size) as usize).context("journal inode's group")?;
+    let mut itable = u32_at(d, 8) as u64;
+    if desc_size >= 64 {
+        itable |= (u32_at(d, 0x28) as u64) << 32;
+    }
+    ensure!(itable < blocks, "inode table at block {itable} is outside the filesystem");
+    super::jbd::log_blocks(f, base, bs, blocks, itable * bs + i * isz)
 }

@@ -5,6 +5,7 @@
 //! all-zero blocks into ranges, never data.
 
 pub mod ext;
+pub mod jbd;
 pub mod ranges;
 pub mod xfs;
 
@@ -24,7 +25,11 @@ pub struct Part {
     pub start: u64,
     pub end: u64,
     pub fs: String,
+    /// Left out because the filesystem does not use it (free blocks, swap pages).
     pub free_bytes: u64,
+    /// ext: left out unused inode-table blocks and a clean journal's log (counted apart).
+    pub inode_table_bytes: u64,
+    pub journal_bytes: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -50,31 +55,51 @@ fn read_at(f: &dyn ReadAt, off: u64, len: usize) -> Vec<u8> {
     b
 }
 
+/// What a partition's filesystem leaves out: its type, the absolute ranges not needed, and of
+/// them the unused inode-table and journal-log bytes (ext).
+struct Analysed {
+    fs: String,
+    ranges: Vec<(u64, u64)>,
+    inode_table_bytes: u64,
+    journal_bytes: u64,
+}
+
+impl Analysed {
+    fn just(fs: &str, ranges: Vec<(u64, u64)>) -> Analysed {
+        Analysed { fs: fs.into(), ranges, inode_table_bytes: 0, journal_bytes: 0 }
+    }
+}
+
 /// Filesystem free space of the region `[start, end)`, as absolute ranges.
-fn analyze_fs(f: &dyn ReadAt, start: u64, end: u64, notes: &mut Vec<String>) -> (String, Vec<(u64, u64)>) {
+fn analyze_fs(f: &dyn ReadAt, start: u64, end: u64, notes: &mut Vec<String>) -> Analysed {
     // A partition table may claim anything: a partition past the end of the disk, or ending
     // before it starts, has nothing to analyse (and everything of the disk is sent).
     let Some(len) = end.checked_sub(start).filter(|&l| l > 0) else {
         notes.push(format!(
             "partition at byte {start} ends at {end}, outside the disk or empty; nothing analysed"
         ));
-        return ("outside".into(), Vec::new());
+        return Analysed::just("outside", Vec::new());
     };
     let shift = |v: Vec<(u64, u64)>| v.into_iter().map(|(s, e)| (s + start, e + start)).collect();
     let res = match fs::probe(f, start, len).map(|p| p.fstype) {
         Some(t) if t.is_ext() => ("ext", ext::free(f, start, len)),
         Some(FsType::Xfs) => ("xfs", xfs::free(f, start, len)),
-        Some(FsType::Swap) => return ("swap".into(), vec![(start + 4096, end)]),
-        _ => return ("unknown".into(), Vec::new()),
+        Some(FsType::Swap) => return Analysed::just("swap", vec![(start + 4096, end)]),
+        _ => return Analysed::just("unknown", Vec::new()),
     };
     match res {
         (kind, Ok(free)) => {
             notes.extend(free.notes);
-            (kind.into(), shift(free.ranges))
+            Analysed {
+                fs: kind.into(),
+                ranges: shift(free.ranges),
+                inode_table_bytes: free.inode_table_bytes,
+                journal_bytes: free.journal_bytes,
+            }
         }
         (kind, Err(e)) => {
             notes.push(format!("{kind} at byte {start}: {e:#}; sending all of it"));
-            (kind.into(), Vec::new())
+            Analysed::just(kind, Vec::new())
         }
     }
 }
@@ -93,9 +118,18 @@ pub fn analyze(f: &dyn ReadAt) -> Result<Layout> {
     let mut free = Vec::new();
     // One partition (or the whole disk): its filesystem's free space joins `free`.
     let mut add = |number: u32, start: u64, end: u64, notes: &mut Vec<String>| {
-        let (fs, fr) = analyze_fs(f, start, end.min(size), notes);
-        parts.push(Part { number, start, end, fs, free_bytes: RangeSet::from_vec(fr.clone()).total() });
-        free.extend(fr);
+        let a = analyze_fs(f, start, end.min(size), notes);
+        let skipped = RangeSet::from_vec(a.ranges.clone()).total();
+        parts.push(Part {
+            number,
+            start,
+            end,
+            fs: a.fs,
+            free_bytes: skipped.saturating_sub(a.inode_table_bytes + a.journal_bytes),
+            inode_table_bytes: a.inode_table_bytes,
+            journal_bytes: a.journal_bytes,
+        });
+        free.extend(a.ranges);
     };
     let head = read_at(f, 0, 8192.min(size as usize));
     let whole_fs = fs::is_xfs(&head) || head.get(1024..2048).is_some_and(fs::is_ext);
@@ -113,7 +147,15 @@ pub fn analyze(f: &dyn ReadAt) -> Result<Layout> {
             last = last.max(e.min(size));
             if extended {
                 // The container holds EBRs and logical partitions (listed on their own).
-                containers.push(Part { number: n, start: s, end: e, fs: "extended".into(), free_bytes: 0 });
+                containers.push(Part {
+                    number: n,
+                    start: s,
+                    end: e,
+                    fs: "extended".into(),
+                    free_bytes: 0,
+                    inode_table_bytes: 0,
+                    journal_bytes: 0,
+                });
             } else {
                 add(n, s, e, &mut notes);
             }

@@ -93,3 +93,27 @@ fn partitions_beyond_the_disk() {
     let l = analyze(&crash.to_vec()).unwrap();
     assert!(l.extent_bytes <= l.size);
 }
+
+#[test]
+fn ext_metadata_is_skipped_only_when_nothing_needs_it() {
+    let img = image("mkfs.ext4 -q -F", 128);
+    let len = img.len() as u64;
+    let clean = ext::free(&img, 0, len).unwrap();
+    assert!(clean.inode_table_bytes > 0 && clean.journal_bytes > 0);
+    // A journal that needs recovery is sent whole.
+    let mut dirty = img.clone();
+    dirty[1024 + 96] |= 0x4;
+    let d = ext::free(&dirty, 0, len).unwrap();
+    assert_eq!((d.journal_bytes, d.inode_table_bytes), (0, clean.inode_table_bytes));
+    // Recorded errors: the inode tables are sent whole (e2fsck may scan every inode).
+    let mut err = img.clone();
+    err[1024 + 58] |= 0x2;
+    assert_eq!(ext::free(&err, 0, len).unwrap().inode_table_bytes, 0);
+    // Without checksummed descriptors itable_unused means nothing.
+    let old = image("mkfs.ext4 -q -F -O ^metadata_csum,^uninit_bg", 128);
+    assert_eq!(ext::free(&old, 0, old.len() as u64).unwrap().inode_table_bytes, 0);
+    // The layout counts them apart from free space.
+    let l = analyze(&img).unwrap();
+    assert_eq!(l.parts[0].inode_table_bytes, clean.inode_table_bytes);
+    assert_eq!(l.parts[0].journal_bytes, clean.journal_bytes);
+}

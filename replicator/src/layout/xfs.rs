@@ -100,5 +100,5 @@ pub fn free(f: &dyn ReadAt, base: u64, part_len: u64) -> Result<Free> {
         }
         ranges.extend(found);
     }
-    Ok(Free { ranges, block_size: bs, fs_bytes, notes })
+    Ok(Free { ranges, block_size: bs, fs_bytes, notes, inode_table_bytes: 0, journal_bytes: 0 })
 }

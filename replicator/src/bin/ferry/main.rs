@@ -320,7 +320,10 @@ fn map(m: Map) -> Result<i32> {
     }
     println!("{}: {} bytes, partition table: {}", m.source, l.size, l.table);
     for p in &l.parts {
-        println!("  part {:>2} {:>14}..{:<14} {:<8} free {}", p.number, p.start, p.end, p.fs, p.free_bytes);
+        println!(
+            "  part {:>2} {:>14}..{:<14} {:<8} skipped: free {} inode-tables {} journal {}",
+            p.number, p.start, p.end, p.fs, p.free_bytes, p.inode_table_bytes, p.journal_bytes
+        );
     }
     println!(
         "  to read: {} bytes in {} extents (last used byte {})",
