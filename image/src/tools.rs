@@ -43,19 +43,10 @@ pub fn require(path: &str, package: &str) -> Result<()> {
     Ok(())
 }
 
-/// `YYYYMMDDhhmmss` (UTC) of a Unix time, the civil-from-days algorithm of H. Hinnant.
+/// `YYYYMMDDhhmmss` (UTC) of a Unix time.
 pub fn utc_stamp(t: u64) -> String {
-    let (days, secs) = ((t / 86400) as i64, t % 86400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}{m:02}{d:02}{:02}{:02}{:02}", secs / 3600, secs / 60 % 60, secs % 60)
+    let (y, m, d, h, mi, sec) = ferry_boot::civil::utc(t as i64);
+    format!("{y:04}{m:02}{d:02}{h:02}{mi:02}{sec:02}")
 }
 
 /// Sets the modification time of `dir` and everything below it to `t`.

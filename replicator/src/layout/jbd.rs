@@ -16,12 +16,7 @@ const JBD2_MAGIC: u32 = 0xC03B3998;
 const MAX_DEPTH: u16 = 5;
 const MAX_NODES: usize = 4096;
 
-fn u16_at(b: &[u8], o: usize) -> u16 {
-    u16::from_le_bytes([b[o], b[o + 1]])
-}
-fn u32_at(b: &[u8], o: usize) -> u32 {
-    u32::from_le_bytes(b[o..o + 4].try_into().unwrap())
-}
+use super::ext::{u16_at, u32_at};
 
 /// Reads an extent tree, bounded by the filesystem and by depth and node count.
 struct Tree<'a> {
