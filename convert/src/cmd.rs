@@ -157,6 +157,10 @@ fn run_for(
             Err(e) => break Err(anyhow::Error::from(e).context(format!("waiting for `{line}`"))),
         }
     };
+    // Whatever it left running in its group (a hook's `daemon &`) would hold the output pipes
+    // open and the guest's mounts busy: it goes with the command.
+    let _ =
+        nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
     own(pid, false);
     let (stdout, stderr) = (out_t.join().unwrap_or_default(), err_t.join().unwrap_or_default());
     let status = status?;
@@ -198,5 +202,13 @@ mod tests {
         let e = format!("{:#}", e.unwrap_err());
         assert!(e.contains("did not finish within") && e.contains("sleep 60"), "{e}");
         assert!(t0.elapsed() < Duration::from_secs(10), "the background child held the pipes");
+    }
+
+    #[test]
+    fn what_a_finished_command_left_running_is_killed() {
+        let t0 = Instant::now();
+        let out = run(None, &["sh", "-c", "sleep 60 & echo done"]).unwrap();
+        assert_eq!(out, "done\n");
+        assert!(t0.elapsed() < Duration::from_secs(10), "a leftover background child held the pipes");
     }
 }

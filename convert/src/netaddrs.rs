@@ -75,6 +75,12 @@ fn kv<'a>(text: &'a str, key: &str) -> Option<&'a str> {
 
 /// RHEL ifcfg: `IPADDR=` with `PREFIX=` or `NETMASK=` (BOOTPROTO none/static).
 pub fn ifcfg(name: &str, text: &str) -> Addresses {
+    if kv(text, "BOOTPROTO")
+        .is_some_and(|b| b.eq_ignore_ascii_case("dhcp") || b.eq_ignore_ascii_case("bootp"))
+    {
+        return Vec::new();
+    }
+    let name = kv(text, "DEVICE").filter(|d| !d.is_empty()).unwrap_or(name);
     let Some(a) = kv(text, "IPADDR").filter(|a| !a.is_empty()) else { return Vec::new() };
     let mask = kv(text, "PREFIX").or(kv(text, "NETMASK"));
     with_prefix(a, mask).map(|a| vec![(name.to_string(), a)]).unwrap_or_default()
@@ -211,6 +217,11 @@ mod tests {
             v(&[("eth0", "10.1.2.3/16")])
         );
         assert!(ifcfg("eth0", "BOOTPROTO=dhcp\n").is_empty());
+        assert!(ifcfg("eth0", "BOOTPROTO=dhcp\nIPADDR=10.1.2.3\n").is_empty());
+        assert_eq!(
+            ifcfg("System_eth0", "DEVICE=eth1\nIPADDR=10.1.2.4\nPREFIX=8\n"),
+            v(&[("eth1", "10.1.2.4/8")])
+        );
         let n = "[Match]\nName=eth0\n[Network]\nAddress=10.0.0.5/8\n[Address]\nAddress=fd00::5/64\n";
         assert_eq!(networkd(n, &networkd_names(n)), v(&[("eth0", "10.0.0.5/8"), ("eth0", "fd00::5/64")]));
         let k = "[connection]\nid=x\ninterface-name=ens3\n[ipv4]\nmethod=manual\naddress1=172.16.0.9/12,172.16.0.1\n";

@@ -144,17 +144,14 @@ fn qemu_img(args: &[&str]) -> Result<String> {
 
 /// One staging disk written as `format` next to it; returns the image path.
 fn write_image(raw: &Path, format: Format) -> Result<PathBuf> {
+    if format == Format::Raw {
+        return Ok(raw.to_path_buf()); // the staging file is the raw image
+    }
     let out = raw.with_extension(format.name());
     let (src, dst) = (raw.to_string_lossy(), out.to_string_lossy());
-    let mut args = vec!["convert", "-f", "raw", "-O", format.name()];
-    if format == Format::Raw {
-        args.extend(["-S", "4k"]);
-    }
-    args.extend([&*src, &*dst]);
+    let args = ["convert", "-f", "raw", "-O", format.name(), &*src, &*dst];
     qemu_img(&args)?;
-    if matches!(format, Format::Qcow2 | Format::Vmdk | Format::Vhdx) {
-        qemu_img(&["check", "-f", format.name(), &dst]).with_context(|| format!("checking {dst}"))?;
-    }
+    qemu_img(&["check", "-f", format.name(), &dst]).with_context(|| format!("checking {dst}"))?;
     Ok(out)
 }
 
@@ -192,6 +189,11 @@ impl Job {
     }
 
     fn run(&self, targets: &[PathBuf], hooks: &[ferry_convert::hooks::Hook]) -> Result<Manifest> {
+        // A run hook is root in a chroot with this host's /dev, /proc and /sys: fine in a
+        // throwaway appliance, not on a host that receives images.
+        if let Some(h) = hooks.iter().find(|h| h.kind == ferry_convert::hooks::HookKind::Run) {
+            bail!("run hook {} refused: run hooks execute only in the appliance, not on a host receiving into --image (firstboot hooks are fine)", h.name);
+        }
         let opts = ferry_convert::Options {
             grow: true,
             workdir: self.dir.join(".convert"),
@@ -255,6 +257,15 @@ mod tests {
         }
         assert_eq!(Format::parse("vmdk").unwrap(), Format::Vmdk);
         assert!(Format::parse("ova").is_err());
+    }
+
+    #[test]
+    fn a_raw_image_is_the_staging_file_itself() {
+        let t = tempfile::tempdir().unwrap();
+        let s = staging(t.path(), &[4 << 20]).unwrap();
+        std::fs::write(&s[0].path, vec![5u8; 4 << 20]).unwrap();
+        assert_eq!(write_image(&s[0].path, Format::Raw).unwrap(), s[0].path);
+        assert_eq!(std::fs::read(&s[0].path).unwrap(), vec![5u8; 4 << 20]);
     }
 
     #[test]

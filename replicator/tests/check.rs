@@ -26,7 +26,7 @@ fn item<'a>(v: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
 fn source(dir: &Path) -> std::path::PathBuf {
     let tree = dir.join("tree");
     std::fs::create_dir_all(&tree).unwrap();
-    fill(&tree, 7, 24);
+    fill(&tree, 7, 32);
     let src = dir.join("src.img");
     sh(&format!("mkfs.ext4 -q -F -d {} {} 96M", tree.display(), src.display()));
     src

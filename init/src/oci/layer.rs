@@ -95,7 +95,7 @@ struct Walk<'a, W: Write> {
     tar: tar::Builder<W>,
     root: &'a Path,
     trim: &'a Trim,
-    links: HashMap<(u64, u64), String>,
+    links: HashMap<(u64, u64), PathBuf>,
     entries: u64,
 }
 
@@ -111,38 +111,39 @@ impl<W: Write> Walk<'_, W> {
         h
     }
 
-    fn entry(&mut self, rel: &str) -> Result<()> {
+    /// `rel`: a path relative to the root, as bytes (names need not be UTF-8).
+    fn entry(&mut self, rel: &Path) -> Result<()> {
         let path = self.root.join(rel);
         let m = std::fs::symlink_metadata(&path).with_context(|| format!("reading {}", path.display()))?;
         let ft = m.file_type();
-        let name = if ft.is_dir() { format!("{rel}/") } else { rel.to_string() };
+        let name = rel;
         if let Some(cap) = capability(&path).filter(|_| ft.is_file()) {
             self.tar.append_pax_extensions([("SCHILY.xattr.security.capability", cap.as_slice())])?;
         }
         self.entries += 1;
         if ft.is_dir() {
             let mut h = Self::header(&m, tar::EntryType::Directory);
-            return Ok(self.tar.append_data(&mut h, &name, std::io::empty())?);
+            return Ok(self.tar.append_data(&mut h, name, std::io::empty())?);
         }
         if ft.is_symlink() {
             let mut h = Self::header(&m, tar::EntryType::Symlink);
             let target = std::fs::read_link(&path)?;
-            return Ok(self.tar.append_link(&mut h, &name, target)?);
+            return Ok(self.tar.append_link(&mut h, name, target)?);
         }
-        if let Some((_, data)) = self.trim.replace.iter().find(|(p, _)| p == rel) {
+        if let Some((_, data)) = self.trim.replace.iter().find(|(p, _)| Path::new(p) == rel) {
             let mut h = Self::header(&m, tar::EntryType::Regular);
             h.set_size(data.len() as u64);
-            return Ok(self.tar.append_data(&mut h, &name, data.as_slice())?);
+            return Ok(self.tar.append_data(&mut h, name, data.as_slice())?);
         }
         if m.nlink() > 1 && !ft.is_dir() {
             match self.links.get(&(m.dev(), m.ino())) {
                 Some(first) => {
                     let mut h = Self::header(&m, tar::EntryType::Link);
                     let first = first.clone();
-                    return Ok(self.tar.append_link(&mut h, &name, first)?);
+                    return Ok(self.tar.append_link(&mut h, name, first)?);
                 }
                 None => {
-                    self.links.insert((m.dev(), m.ino()), rel.to_string());
+                    self.links.insert((m.dev(), m.ino()), rel.to_path_buf());
                 }
             }
         }
@@ -150,7 +151,7 @@ impl<W: Write> Walk<'_, W> {
             let mut h = Self::header(&m, tar::EntryType::Regular);
             h.set_size(m.len());
             let f = std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
-            return Ok(self.tar.append_data(&mut h, &name, f)?);
+            return Ok(self.tar.append_data(&mut h, name, f)?);
         }
         let kind = if ft.is_fifo() {
             tar::EntryType::Fifo
@@ -166,25 +167,26 @@ impl<W: Write> Walk<'_, W> {
         let rdev = m.rdev();
         h.set_device_major(libc::major(rdev))?;
         h.set_device_minor(libc::minor(rdev))?;
-        Ok(self.tar.append_data(&mut h, &name, std::io::empty())?)
+        Ok(self.tar.append_data(&mut h, name, std::io::empty())?)
     }
 
-    fn dir(&mut self, rel: &str) -> Result<()> {
-        if !rel.is_empty() {
+    fn dir(&mut self, rel: &Path) -> Result<()> {
+        if !rel.as_os_str().is_empty() {
             self.entry(rel)?;
-            if self.trim.empty.iter().any(|e| e == rel) {
+            if self.trim.empty.iter().any(|e| Path::new(e) == rel) {
                 return Ok(());
             }
         }
-        let path = if rel.is_empty() { self.root.to_path_buf() } else { self.root.join(rel) };
-        let mut names: Vec<String> = std::fs::read_dir(&path)
+        let path = self.root.join(rel);
+        let mut names: Vec<std::ffi::OsString> = std::fs::read_dir(&path)
             .with_context(|| format!("listing {}", path.display()))?
-            .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+            .map(|e| e.map(|e| e.file_name()))
             .collect::<std::io::Result<_>>()?;
-        names.sort();
+        // Sorted by bytes: the same order whatever the names' encoding.
+        names.sort_by(|a, b| a.as_encoded_bytes().cmp(b.as_encoded_bytes()));
         for n in names {
-            let child = if rel.is_empty() { n } else { format!("{rel}/{n}") };
-            if self.trim.skip.contains(&child) {
+            let child = rel.join(n);
+            if self.trim.skip.iter().any(|s| Path::new(s) == child) {
                 continue;
             }
             let is_dir = std::fs::symlink_metadata(self.root.join(&child))?.is_dir();
@@ -225,7 +227,7 @@ fn tar_into<W: Write>(root: &Path, trim: &Trim, w: W) -> Result<(W, String, u64)
     let mut walk =
         Walk { tar: tar::Builder::new(Counting::new(w)), root, trim, links: HashMap::new(), entries: 0 };
     walk.tar.mode(tar::HeaderMode::Complete);
-    walk.dir("")?;
+    walk.dir(Path::new(""))?;
     let entries = walk.entries;
     let counting = walk.tar.into_inner()?;
     let (inner, diff_id, _) = counting.into_parts();
@@ -249,6 +251,9 @@ mod tests {
         std::fs::hard_link(r.join("usr/bin/a"), r.join("usr/bin/b")).unwrap();
         std::os::unix::fs::symlink("/etc/passwd-not-here", r.join("usr/bin/dangling")).unwrap();
         std::fs::write(r.join("swapfile"), "s").unwrap();
+        // A name that is not UTF-8.
+        use std::os::unix::ffi::OsStrExt;
+        std::fs::write(r.join(std::ffi::OsStr::from_bytes(b"bad\xffname")), "x").unwrap();
         t
     }
 
@@ -282,25 +287,24 @@ mod tests {
         assert_eq!(a.size, std::fs::metadata(o.path().join("a")).unwrap().len());
         let l = listing(&o.path().join("a"));
         let names: Vec<&str> = l.iter().map(|(n, _, _)| n.as_str()).collect();
-        assert_eq!(
-            names,
-            [
-                "boot/",
-                "etc/",
-                "etc/fstab",
-                "lib/",
-                "lib/modules/",
-                "proc/",
-                "usr/",
-                "usr/bin/",
-                "usr/bin/a",
-                "usr/bin/b",
-                "usr/bin/dangling"
-            ]
-        );
-        assert_eq!(l[2].2, b"# emptied\n");
-        assert_eq!(l[9].1, tar::EntryType::Link);
-        assert_eq!(l[10].1, tar::EntryType::Symlink);
+        let want = [
+            "bad\u{fffd}name",
+            "boot",
+            "etc",
+            "etc/fstab",
+            "lib",
+            "lib/modules",
+            "proc",
+            "usr",
+            "usr/bin",
+            "usr/bin/a",
+            "usr/bin/b",
+            "usr/bin/dangling",
+        ];
+        assert_eq!(names, want);
+        assert_eq!(l[3].2, b"# emptied\n");
+        assert_eq!(l[10].1, tar::EntryType::Link);
+        assert_eq!(l[11].1, tar::EntryType::Symlink);
         // The diff_id is the sha256 of the uncompressed tar.
         let mut raw = Vec::new();
         std::io::Read::read_to_end(

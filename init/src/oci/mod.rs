@@ -48,7 +48,10 @@ pub struct Report {
 fn architecture(g: &GuestRoot) -> Result<String> {
     let sh = g.read_bytes("bin/sh")?.context("the system has no /bin/sh")?;
     ensure!(sh.len() > 20 && &sh[..4] == b"\x7fELF", "/bin/sh of the system is not an ELF file");
-    Ok(match u16::from_le_bytes([sh[18], sh[19]]) {
+    // e_ident[EI_DATA]: 1 little-endian, 2 big-endian.
+    let machine =
+        if sh[5] == 2 { u16::from_be_bytes([sh[18], sh[19]]) } else { u16::from_le_bytes([sh[18], sh[19]]) };
+    Ok(match machine {
         0x3e => "amd64",
         0xb7 => "arm64",
         0x03 => "386",

@@ -9,8 +9,18 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The format `qemu-img` sees (`raw`, `qcow2`, `vmdk`, …).
+/// The format of a migrated disk: raw for a block device; for a file what `qemu-img` sees,
+/// refusing one that names other files (a backing file or an external data file): a guest
+/// controls its disk's first bytes and could point them at the host's files.
 pub fn format_of(disk: &Path) -> Result<String> {
+    use std::os::unix::fs::FileTypeExt;
+    if std::fs::metadata(disk)
+        .with_context(|| format!("--disk {}", disk.display()))?
+        .file_type()
+        .is_block_device()
+    {
+        return Ok("raw".into());
+    }
     let out = Command::new("qemu-img")
         .args(["info", "--output=json", "-U"])
         .arg(disk)
@@ -23,6 +33,11 @@ pub fn format_of(disk: &Path) -> Result<String> {
         String::from_utf8_lossy(&out.stderr).trim()
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).context("qemu-img info output")?;
+    ensure!(
+        v.get("backing-filename").is_none() && v.pointer("/format-specific/data/data-file").is_none(),
+        "{}: the image refers to other files (a backing or data file); refusing it",
+        disk.display()
+    );
     v["format"]
         .as_str()
         .map(String::from)

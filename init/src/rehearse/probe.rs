@@ -20,7 +20,12 @@ out=/dev/ttyS0
 exec >/dev/null 2>&1
 say() { echo "FERRY-PROBE $*" >"$out" || echo "FERRY-PROBE $*" >/dev/console; }
 say "begin"
-state=$(timeout 240 systemctl is-system-running --wait 2>/dev/null)
+# Polled rather than --wait, which needs systemd 240.
+i=0
+while :; do
+  state=$(systemctl is-system-running 2>/dev/null)
+  case "$state" in initializing|starting) [ $i -lt 240 ] || break; i=$((i + 1)); sleep 1 ;; *) break ;; esac
+done
 say "state=${state:-unknown}"
 say "kernel=$(uname -r)"
 say "root=$(findmnt -n -o SOURCE / 2>/dev/null)"

@@ -91,7 +91,8 @@ impl Vm {
         let mut c = Command::new("qemu-system-x86_64");
         c.args(self.accel.args())
             .args(["-name", "ferry-rehearse", "-m", &self.memory_mb.to_string(), "-smp", "2"])
-            .args(["-display", "none", "-monitor", "none", "-no-reboot", "-vga", "std"])
+            // Reboots are allowed (an SELinux relabel reboots once); the probe powers off.
+            .args(["-display", "none", "-monitor", "none", "-vga", "std"])
             .args(["-device", "virtio-rng-pci"])
             .arg("-serial")
             .arg(format!("file:{}", self.console.display()));
@@ -128,11 +129,9 @@ impl Vm {
             .spawn()
             .context("starting qemu-system-x86_64")?;
         let t = Instant::now();
-        let reported = || {
-            std::fs::read_to_string(&self.console)
-                .map(|s| s.contains(&format!("{} end", super::probe::TAG)))
-                .unwrap_or(false)
-        };
+        // Bytes, not text: a console need not be UTF-8.
+        let end = format!("{} end", super::probe::TAG).into_bytes();
+        let reported = || std::fs::read(&self.console).is_ok_and(|b| b.windows(end.len()).any(|w| w == end));
         loop {
             if let Some(st) = child.try_wait()? {
                 if !st.success() && !reported() {

@@ -110,16 +110,31 @@ pub fn free(f: &dyn ReadAt, base: u64, part_len: u64) -> Result<Free> {
             itable |= (u32_at(d, 0x28) as u64) << 32;
             unused |= (u16_at(d, 0x32) as u64) << 16;
         }
-        // The unused tail of the group's inode table, as blocks.
-        let idle = match (itables, flags & BG_INODE_UNINIT != 0) {
-            (false, _) => None,
-            (true, true) => Some((itable, itable + itb)),
-            (true, false) if unused <= ipg => {
-                Some((itable + ((ipg - unused) * isz).div_ceil(bs), itable + itb))
+        // The unused tail of the group's inode table, as blocks; in an initialised group only
+        // when the inode bitmap agrees that nothing past `ipg - unused` is in use.
+        let end = itable.checked_add(itb).filter(|&e| e <= blocks);
+        let idle = match (itables, flags & BG_INODE_UNINIT != 0, end) {
+            (true, true, Some(e)) => Some((itable, e)),
+            (true, false, Some(e)) if unused <= ipg => {
+                let used = ipg - unused;
+                let mut ibmp = u32_at(d, 4) as u64;
+                if desc_size >= 64 {
+                    ibmp |= (u32_at(d, 0x24) as u64) << 32;
+                }
+                let agrees = ibmp < blocks && ipg <= bs * 8 && {
+                    f.read_exact_at(&mut bitmap, base + ibmp * bs)?;
+                    (used..ipg).all(|i| bitmap[(i / 8) as usize] & (1 << (i % 8)) == 0)
+                };
+                if !agrees {
+                    notes.push(format!(
+                        "ext group {g}: inodes in use past bg_itable_unused; sending its inode table"
+                    ));
+                }
+                agrees.then(|| (itable + (used * isz).div_ceil(bs), e))
             }
             _ => None,
         }
-        .filter(|&(s, e)| s < e && e <= blocks);
+        .filter(|&(s, e)| s < e);
         let mut push = |s: u64, e: u64| {
             if s < e {
                 ranges.push((s * bs, e * bs));

@@ -15,6 +15,8 @@ const JBD2_MAGIC: u32 = 0xC03B3998;
 /// ext4 trees are at most 5 deep; more nodes than this is not a journal.
 const MAX_DEPTH: u16 = 5;
 const MAX_NODES: usize = 4096;
+/// More extents than this is not a journal ext4 made.
+const MAX_EXTENTS: usize = 1 << 16;
 
 use super::ext::{u16_at, u32_at};
 
@@ -45,6 +47,7 @@ impl Tree<'_> {
                     start.saturating_add(len) <= self.blocks,
                     "journal extent at block {start} is outside the filesystem"
                 );
+                ensure!(out.len() < MAX_EXTENTS, "journal inode: more than {MAX_EXTENTS} extents");
                 out.push((u32_at(e, 0) as u64, start, len));
             } else {
                 self.nodes += 1;

@@ -89,7 +89,13 @@ pub fn fill(dir: &Path, seed: u64, mib: u64) -> usize {
         let size = 4096 + (prng(seed + n as u64, 8)[0] as u64) * 2048;
         let data = match kind {
             0 => words.repeat((size as usize / words.len()) + 1).into_bytes()[..size as usize].to_vec(),
-            1 => std::fs::read(&bins[n % bins.len()]).unwrap_or_else(|_| prng(seed, size as usize)),
+            // A real binary's first bytes: as many as the other kinds, whatever is installed.
+            1 => {
+                let mut b =
+                    std::fs::read(&bins[n % bins.len()]).unwrap_or_else(|_| prng(seed, size as usize));
+                b.truncate(size as usize);
+                b
+            }
             2 => prng(seed * 1000 + n as u64, size as usize),
             _ => vec![0u8; size as usize],
         };
