@@ -65,6 +65,8 @@ pub fn validate(hooks: &[Hook]) -> Result<()> {
 }
 
 const RUN_DIR: &str = "var/lib/ferry/hooks";
+/// What a first-boot unit prints (journal and console) once it has run and removed itself.
+pub const DONE: &str = "ferry: first-boot script removed:";
 const FIRSTBOOT_DIR: &str = "var/lib/ferry/firstboot";
 
 fn unit(name: &str) -> String {
@@ -76,7 +78,7 @@ fn unit(name: &str) -> String {
          [Unit]\nDescription=ferry first-boot script {name}\nAfter=network-online.target\n\
          Wants=network-online.target\nConditionPathExists={script}\n\n\
          [Service]\nType=oneshot\nExecStart={script}\n\
-         ExecStopPost=/bin/rm -f {script} /etc/systemd/system/multi-user.target.wants/{unit} /etc/systemd/system/{unit}\n\
+         ExecStopPost=/bin/sh -c 'rm -f {script} /etc/systemd/system/multi-user.target.wants/{unit} /etc/systemd/system/{unit}; sync; echo \"{DONE} {name}\"'\n\
          StandardOutput=journal+console\n\n\
          [Install]\nWantedBy=multi-user.target\n"
     )
@@ -173,7 +175,8 @@ mod tests {
             std::fs::read_to_string(t.path().join("etc/systemd/system/ferry-firstboot-fb.service")).unwrap();
         assert!(
             unit.contains("ExecStart=/var/lib/ferry/firstboot/fb")
-                && unit.contains("ExecStopPost=/bin/rm -f"),
+                && unit.contains("ExecStopPost=/bin/sh -c 'rm -f /var/lib/ferry/firstboot/fb ")
+                && unit.contains("; sync; echo"),
             "{unit}"
         );
         let link = t.path().join("etc/systemd/system/multi-user.target.wants/ferry-firstboot-fb.service");

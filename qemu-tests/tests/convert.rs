@@ -91,10 +91,18 @@ fn boot(target: &Path, bus: Bus, uefi: bool) -> String {
 }
 
 fn boot_vm(b: VmBuilder) -> String {
+    boot_vm_until(b, None)
+}
+
+/// [`boot_vm`], also waiting for `also` on the console before the VM is stopped.
+fn boot_vm_until(b: VmBuilder, also: Option<&str>) -> String {
     let mut vm = b.start().unwrap();
     vm.wait_serial(MARKER, Duration::from_secs(300)).unwrap();
     let serial = vm.serial();
     assert!(serial.contains("login:") || vm.wait_serial("login:", Duration::from_secs(60)).is_ok());
+    if let Some(also) = also {
+        vm.wait_serial(also, Duration::from_secs(120)).unwrap();
+    }
     *LAST_SERIAL.lock().unwrap() = vm.serial();
     serial.lines().find(|l| l.contains(MARKER)).map(|l| l.trim().to_string()).unwrap_or_default()
 }
@@ -131,7 +139,11 @@ fn debian12_gpt_bios_ext4_boots_on_virtio_scsi_nvme() {
             .into_iter()
             .enumerate()
     {
-        let line = boot(&target, bus, false);
+        // The first boot runs the first-boot hook, which removes itself (waited for: the VM is
+        // killed once it has been seen).
+        let done = "ferry: first-boot script removed: hello.sh"; // ferry_convert::hooks::DONE
+        let vm = VmBuilder::new(&format!("converted-{bus:?}")).disk(Disk::new(&target, bus, "DISK0"));
+        let line = boot_vm_until(vm, (i == 0).then_some(done));
         // The first-boot hook ran on the first boot only, then removed itself.
         let ran = LAST_SERIAL.lock().unwrap().contains(FIRSTBOOT);
         assert_eq!(ran, i == 0, "first-boot hook on boot {i}");
