@@ -135,13 +135,13 @@ pub fn run(o: &Options) -> Result<Report> {
 }
 
 fn export(o: &Options, overlays: &[PathBuf], layout: &Path) -> Result<Report> {
-    let export = overlay::Export::start(overlays, &o.workdir)?;
-    let mut host = ferry_convert::machine::Host::default();
-    let sys = ferry_convert::open_system(&export.files, &mut host, &o.workdir.join("mnt"))
-        .context("finding the migrated system on the disks")?;
+    overlay::with_system(overlays, &o.workdir, |sys| export_system(o, sys, layout))
+}
+
+fn export_system(o: &Options, sys: &ferry_convert::Opened, layout: &Path) -> Result<Report> {
     let g = sys.tree.guest();
     let arch = architecture(g)?;
-    let trim = trim(&sys)?;
+    let trim = trim(sys)?;
     let root = g.path().to_path_buf();
     std::fs::create_dir_all(layout.join("blobs/sha256"))?;
     let tmp = layout.join("blobs/sha256/.layer.tmp");

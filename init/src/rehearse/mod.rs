@@ -52,10 +52,7 @@ struct Prepared {
     kernel: Option<PathBuf>,
 }
 
-fn prepare(o: &Options, exported: &[PathBuf]) -> Result<Prepared> {
-    let mut host = ferry_convert::machine::Host::default();
-    let sys = ferry_convert::open_system(exported, &mut host, &o.workdir.join("mnt"))
-        .context("finding the migrated system on the disks")?;
+fn prepare(o: &Options, sys: &ferry_convert::Opened) -> Result<Prepared> {
     let g = sys.tree.guest();
     probe::install(g).context("installing the probe in the overlay")?;
     let names = ferry_convert::ifaces::old_interfaces(g)?.names;
@@ -100,15 +97,7 @@ pub fn run(o: &Options) -> Result<Report> {
 }
 
 fn rehearse(o: &Options, overlays: &[PathBuf]) -> Result<Report> {
-    let p = {
-        let export = overlay::Export::start(overlays, &o.workdir)?;
-        let p = prepare(o, &export.files);
-        drop(export);
-        for f in 0..overlays.len() {
-            let _ = std::fs::remove_file(o.workdir.join(format!("export-{f}.raw")));
-        }
-        p?
-    };
+    let p = overlay::with_system(overlays, &o.workdir, |sys| prepare(o, sys))?;
     let accel = o.accel.unwrap_or_else(|| qemu::detect(p.kernel.as_deref(), &o.workdir));
     let console = o.workdir.join("console.log");
     let _ = std::fs::remove_file(&console);

@@ -115,9 +115,9 @@ impl Export {
     }
 }
 
-impl Drop for Export {
-    fn drop(&mut self) {
-        // SIGTERM: the daemon flushes the qcow2 files and unmounts the exports.
+impl Export {
+    /// SIGTERM: the daemon flushes the qcow2 files and unmounts the exports.
+    fn stop(&mut self) {
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(self.child.id() as i32),
             nix::sys::signal::SIGTERM,
@@ -133,4 +133,29 @@ impl Drop for Export {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+impl Drop for Export {
+    fn drop(&mut self) {
+        self.stop();
+        // The (now unmounted) export mount points.
+        for f in &self.files {
+            let _ = std::fs::remove_file(f);
+        }
+    }
+}
+
+/// Runs `f` on the migrated system on `overlays`: exported, found and mounted by fstab with
+/// conversion's `open_system`; afterwards unmounted, its loop devices detached and the export
+/// stopped, in that order (locals drop in reverse).
+pub fn with_system<T>(
+    overlays: &[PathBuf],
+    workdir: &Path,
+    f: impl FnOnce(&ferry_convert::Opened) -> Result<T>,
+) -> Result<T> {
+    let export = Export::start(overlays, workdir)?;
+    let mut host = ferry_convert::machine::Host::default();
+    let sys = ferry_convert::open_system(&export.files, &mut host, &workdir.join("mnt"))
+        .context("finding the migrated system on the disks")?;
+    f(&sys)
 }
