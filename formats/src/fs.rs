@@ -81,6 +81,8 @@ pub struct Probe {
 pub const HEAD: usize = 8192;
 const BTRFS_SB: u64 = 0x10000;
 const MD_V12: usize = 4096;
+/// The MD superblock's magic (little-endian in version 1.x).
+pub const MD_MAGIC: u32 = 0xa92b_4efc;
 
 /// An ext2/3/4 superblock (the 1 KiB that starts 1 KiB into the filesystem).
 pub fn is_ext(sb: &[u8]) -> bool {
@@ -139,9 +141,13 @@ fn probe_head(b: &[u8]) -> Option<Probe> {
     if is_lvm_pv(b) {
         return found(FsType::LvmPv, String::new(), String::new());
     }
-    if u32le(b, MD_V12) == 0xa92b_4efc {
-        let sb = &b[MD_V12..];
-        return found(FsType::MdMember, uuid_str(&sb[16..32]), cstr(&sb[32..64]));
+    // MD 1.2 (at 4 KiB) and 1.1 (at the start); 1.0 and 0.90 sit at the end, and their data
+    // starts at the member's first byte, so the filesystem inside is found instead.
+    for at in [MD_V12, 0] {
+        if u32le(b, at) == MD_MAGIC && u32le(b, at + 4) == 1 {
+            let sb = &b[at..];
+            return found(FsType::MdMember, uuid_str(&sb[16..32]), cstr(&sb[32..64]));
+        }
     }
     if b[510..512] == [0x55, 0xaa]
         && (&b[82..87] == b"FAT32" || &b[54..59] == b"FAT16" || &b[54..59] == b"FAT12")

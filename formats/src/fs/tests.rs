@@ -40,11 +40,18 @@ fn container_signatures() {
     b[4096..4100].copy_from_slice(&0xa92b_4efcu32.to_le_bytes());
     b[4096 + 16..4096 + 32].copy_from_slice(&[0x11; 16]);
     b[4096 + 32..4096 + 38].copy_from_slice(b"host:0");
+    // Without major version 1 it is not an MD superblock.
+    assert!(probe(&b, 0, b.len() as u64).is_none());
+    b[4100] = 1;
     let p = probe(&b, 0, b.len() as u64).unwrap();
     assert_eq!(
         (p.fstype, p.uuid.as_str(), p.label.as_str()),
         (FsType::MdMember, "11111111-1111-1111-1111-111111111111", "host:0")
     );
+    // Metadata 1.1: the superblock at the start.
+    let mut b1 = vec![0u8; 1 << 20];
+    b1[..4096].copy_from_slice(&b[4096..8192]);
+    assert_eq!(probe(&b1, 0, b1.len() as u64).unwrap().fstype, FsType::MdMember);
     let mut b = vec![0u8; 1 << 20];
     b[..6].copy_from_slice(b"LUKS\xba\xbe");
     b[168..204].copy_from_slice(b"0c5cbd7d-7b7e-4a1e-9d3e-1f2a3b4c5d6e");

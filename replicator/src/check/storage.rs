@@ -59,6 +59,16 @@ pub fn fs_types(s: &Src) -> Vec<Item> {
                 ),
                 "a LUKS data volume migrates as is; a LUKS root cannot be converted yet (see README)",
             ),
+            // Read through when the layout could open it (LVM metadata, an MD RAID1 member).
+            Some(FsType::LvmPv | FsType::MdMember)
+                if (p.fs == "lvm" || p.fs.starts_with("md/")) && !p.fs.ends_with("/unknown") =>
+            {
+                (
+                    Level::Ok,
+                    format!("read through to the filesystems inside: {} of {}", bytes(used), bytes(len)),
+                    "",
+                )
+            }
             Some(FsType::LvmPv | FsType::MdMember | FsType::Btrfs) => (
                 Level::Warning,
                 format!("read whole (minus zero blocks): {}", bytes(len)),
@@ -192,7 +202,7 @@ pub fn stack_items(sys: &Sys, mounts: &[Mount], sources: &[BTreeSet<String>]) ->
                     if holds_system {
                         "the system (/ or /boot) is on MD RAID: conversion does not assemble arrays yet"
                     } else {
-                        "an MD array on the sources: its members are copied whole"
+                        "an MD array on the sources: RAID1 members are read through to the filesystem inside, other levels copied whole"
                     },
                 )
                 .on(name)

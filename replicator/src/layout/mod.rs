@@ -6,6 +6,8 @@
 
 pub mod ext;
 pub mod jbd;
+mod lvm;
+pub(crate) mod md;
 pub mod ranges;
 pub mod xfs;
 
@@ -70,8 +72,12 @@ impl Analysed {
     }
 }
 
-/// Filesystem free space of the region `[start, end)`, as absolute ranges.
-fn analyze_fs(f: &dyn ReadAt, start: u64, end: u64, notes: &mut Vec<String>) -> Analysed {
+/// How deep containers are opened: an LVM PV inside an MD RAID1 member, a filesystem in either.
+const CONTAINER_DEPTH: u8 = 2;
+
+/// Filesystem free space of the region `[start, end)`, as absolute ranges. An LVM PV or MD
+/// member is opened and the filesystems inside analysed while `depth` allows (MD then LVM).
+fn analyze_region(f: &dyn ReadAt, start: u64, end: u64, depth: u8, notes: &mut Vec<String>) -> Analysed {
     // A partition table may claim anything: a partition past the end of the disk, or ending
     // before it starts, has nothing to analyse (and everything of the disk is sent).
     let Some(len) = end.checked_sub(start).filter(|&l| l > 0) else {
@@ -80,28 +86,34 @@ fn analyze_fs(f: &dyn ReadAt, start: u64, end: u64, notes: &mut Vec<String>) -> 
         ));
         return Analysed::just("outside", Vec::new());
     };
-    let shift = |v: Vec<(u64, u64)>| v.into_iter().map(|(s, e)| (s + start, e + start)).collect();
-    let res = match fs::probe(f, start, len).map(|p| p.fstype) {
-        Some(t) if t.is_ext() => ("ext", ext::free(f, start, len)),
-        Some(FsType::Xfs) => ("xfs", xfs::free(f, start, len)),
-        Some(FsType::Swap) => return Analysed::just("swap", vec![(start + 4096, end)]),
-        _ => return Analysed::just("unknown", Vec::new()),
-    };
-    match res {
-        (kind, Ok(free)) => {
+    // ext and XFS answer relative to the region; containers answer in absolute ranges.
+    let fs_free = |kind: &str, r: Result<ext::Free>, notes: &mut Vec<String>| {
+        r.map(|free| {
             notes.extend(free.notes);
             Analysed {
                 fs: kind.into(),
-                ranges: shift(free.ranges),
+                ranges: free.ranges.into_iter().map(|(s, e)| (s + start, e + start)).collect(),
                 inode_table_bytes: free.inode_table_bytes,
                 journal_bytes: free.journal_bytes,
             }
+        })
+    };
+    let (kind, res) = match fs::probe(f, start, len).map(|p| p.fstype) {
+        Some(t) if t.is_ext() => ("ext", fs_free("ext", ext::free(f, start, len), notes)),
+        Some(FsType::Xfs) => ("xfs", fs_free("xfs", xfs::free(f, start, len), notes)),
+        Some(FsType::Swap) => return Analysed::just("swap", vec![(start + 4096, end)]),
+        Some(FsType::LvmPv) if depth > 0 => ("lvm", lvm::free(f, start, len, notes)),
+        Some(FsType::MdMember) if depth > 1 => ("md", md::free(f, start, len, depth - 1, notes)),
+        Some(FsType::Luks) => {
+            notes.push(format!("LUKS at byte {start}: sent whole (the key is not on the source)"));
+            return Analysed::just("luks", Vec::new());
         }
-        (kind, Err(e)) => {
-            notes.push(format!("{kind} at byte {start}: {e:#}; sending all of it"));
-            Analysed::just(kind, Vec::new())
-        }
-    }
+        _ => return Analysed::just("unknown", Vec::new()),
+    };
+    res.unwrap_or_else(|e| {
+        notes.push(format!("{kind} at byte {start}: {e:#}; sending all of it"));
+        Analysed::just(kind, Vec::new())
+    })
 }
 
 /// The partitions of a disk or image (number, start byte, end byte), GPT or MBR with logical
@@ -118,7 +130,7 @@ pub fn analyze(f: &dyn ReadAt) -> Result<Layout> {
     let mut free = Vec::new();
     // One partition (or the whole disk): its filesystem's free space joins `free`.
     let mut add = |number: u32, start: u64, end: u64, notes: &mut Vec<String>| {
-        let a = analyze_fs(f, start, end.min(size), notes);
+        let a = analyze_region(f, start, end.min(size), CONTAINER_DEPTH, notes);
         let skipped = RangeSet::from_vec(a.ranges.clone()).total();
         parts.push(Part {
             number,

@@ -2,6 +2,8 @@
 //! mounts as guards, a receiver on loopback, and byte-exact comparisons.
 #![allow(dead_code)]
 
+pub mod lvm;
+
 use ferry_replicator::layout;
 use ferry_replicator::progress::Style;
 use ferry_replicator::receiver::{Outcome, Receiver, RxStatus, TargetSpec};

@@ -109,4 +109,19 @@ fn filesystem_types_say_how_they_are_read() {
     let v = fs_types(&Src { path: "luks.img", file: &f, layout: &l });
     assert_eq!((v[0].level, v[0].values["type"].as_str()), (Level::Warning, Some("crypto_LUKS")), "{v:?}");
     assert_eq!(v[0].values["bytes_to_read"], 1u64 << 20);
+    // An MD RAID1 member: read through to its ext4.
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("truncate -s 63M {0} && mkfs.ext4 -q -F {0}", t.path().join("fs.img").display()))
+        .status()
+        .unwrap();
+    assert!(out.success());
+    let m = crate::layout::md::tests::member(64 << 20, 1, &std::fs::read(t.path().join("fs.img")).unwrap());
+    let md = t.path().join("md.img");
+    std::fs::write(&md, &m).unwrap();
+    let f = std::fs::File::open(&md).unwrap();
+    let l = crate::layout::analyze(&f).unwrap();
+    let v = fs_types(&Src { path: "md.img", file: &f, layout: &l });
+    assert_eq!((v[0].level, v[0].values["type"].as_str()), (Level::Ok, Some("linux_raid_member")), "{v:?}");
+    assert!(v[0].values["bytes_to_read"].as_u64().unwrap() < 16 << 20, "{v:?}");
 }
