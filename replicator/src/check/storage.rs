@@ -59,9 +59,11 @@ pub fn fs_types(s: &Src) -> Vec<Item> {
                 ),
                 "a LUKS data volume migrates as is; a LUKS root cannot be converted yet (see README)",
             ),
-            // Read through when the layout could open it (LVM metadata, an MD RAID1 member).
-            Some(FsType::LvmPv | FsType::MdMember)
-                if (p.fs == "lvm" || p.fs.starts_with("md/")) && !p.fs.ends_with("/unknown") =>
+            // Read through when the layout could open it (LVM metadata, an MD RAID1 member, btrfs chunks).
+            Some(FsType::LvmPv | FsType::MdMember | FsType::Btrfs)
+                if (p.fs == "lvm" || p.fs == "btrfs" || p.fs.starts_with("md/"))
+                    && !p.fs.ends_with("/unknown")
+                    && p.free_bytes > 0 =>
             {
                 (
                     Level::Ok,

@@ -1,9 +1,11 @@
 //! What to send of a source disk: the partition table (GPT or MBR with logical partitions) and,
 //! per partition, the free space its filesystem proves unused (ext2/3/4 bitmaps, XFS bnobt,
-//! swap: all but the header page). Everything else is sent — partition headers, the MBR gap,
+//! btrfs space no chunk holds, swap: all but the header page), read through LVM physical
+//! volumes and MD RAID1 members to the filesystems inside (`lvm`, `md`). Everything else is sent — partition headers, the MBR gap,
 //! BIOS boot partitions, EBRs, GPT backup area, unknown filesystems — and the sender turns
 //! all-zero blocks into ranges, never data.
 
+pub mod btrfs;
 pub mod ext;
 pub mod jbd;
 mod lvm;
@@ -101,6 +103,7 @@ fn analyze_region(f: &dyn ReadAt, start: u64, end: u64, depth: u8, notes: &mut V
     let (kind, res) = match fs::probe(f, start, len).map(|p| p.fstype) {
         Some(t) if t.is_ext() => ("ext", fs_free("ext", ext::free(f, start, len), notes)),
         Some(FsType::Xfs) => ("xfs", fs_free("xfs", xfs::free(f, start, len), notes)),
+        Some(FsType::Btrfs) => ("btrfs", fs_free("btrfs", btrfs::free(f, start, len), notes)),
         Some(FsType::Swap) => return Analysed::just("swap", vec![(start + 4096, end)]),
         Some(FsType::LvmPv) if depth > 0 => ("lvm", lvm::free(f, start, len, notes)),
         Some(FsType::MdMember) if depth > 1 => ("md", md::free(f, start, len, depth - 1, notes)),
