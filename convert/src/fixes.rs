@@ -144,12 +144,6 @@ pub fn network(g: &GuestRoot, renames: &[(String, String)], old: &Old, c: &mut C
             c.remove(g, &rel, "names a NIC by its old MAC address")?;
         }
     }
-    for f in g.list("etc/NetworkManager/system-connections")? {
-        let rel = format!("etc/NetworkManager/system-connections/{f}");
-        if f.ends_with(".nmconnection") {
-            c.edit(g, &rel, netcfg::nm_keyfile_unbind)?;
-        }
-    }
     let mut macs_of: std::collections::BTreeMap<String, Vec<String>> = std::collections::BTreeMap::new();
     for (m, n) in &old.macs {
         macs_of.entry(n.clone()).or_default().push(m.clone());
@@ -177,7 +171,7 @@ pub fn network(g: &GuestRoot, renames: &[(String, String)], old: &Old, c: &mut C
         for f in g.list("etc/NetworkManager/system-connections")? {
             if f.ends_with(".nmconnection") {
                 let rel = format!("etc/NetworkManager/system-connections/{f}");
-                c.edit(g, &rel, |s| netcfg::nm_keyfile(s, old, new))?;
+                c.edit(g, &rel, |s| netcfg::nm_keyfile(s, old, new, &macs))?;
             }
         }
         for dir in ["etc/sysconfig/network-scripts", "etc/sysconfig/network"] {
@@ -216,6 +210,13 @@ pub fn network(g: &GuestRoot, renames: &[(String, String)], old: &Old, c: &mut C
                     }
                 }
             }
+        }
+    }
+    // MAC bindings go last: a keyfile bound only by MAC was given its NIC's name above.
+    for f in g.list("etc/NetworkManager/system-connections")? {
+        let rel = format!("etc/NetworkManager/system-connections/{f}");
+        if f.ends_with(".nmconnection") {
+            c.edit(g, &rel, netcfg::nm_keyfile_unbind)?;
         }
     }
     Ok(())

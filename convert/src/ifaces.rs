@@ -139,8 +139,14 @@ pub fn old_interfaces(g: &GuestRoot) -> Result<Old> {
     for f in g.list("etc/NetworkManager/system-connections")? {
         if f.ends_with(".nmconnection") {
             let text = g.read_or_empty(&format!("etc/NetworkManager/system-connections/{f}"))?;
+            // Bound by name, or only by MAC (`mac:ADDR` unless a rule names that MAC).
             if let Some(n) = nm_keyfile_name(&text) {
                 add(&n);
+            } else if let Some(m) = nm_keyfile_mac(&text) {
+                match macs.get(&m) {
+                    Some(n) => add(&n.clone()),
+                    None => add(&format!("mac:{m}")),
+                }
             }
         }
     }
@@ -182,6 +188,19 @@ pub fn networkd_names(text: &str) -> Vec<String> {
         .filter(|n| !n.contains(['*', '?', '[']))
         .map(String::from)
         .collect()
+}
+
+/// The MAC a NetworkManager keyfile is bound to (`[ethernet] mac-address=`), lower-case.
+pub fn nm_keyfile_mac(text: &str) -> Option<String> {
+    let mut sec = String::new();
+    text.lines().find_map(|l| {
+        let t = l.trim();
+        netcfg::keyfile_section(t, &mut sec);
+        (sec == "[ethernet]")
+            .then(|| t.strip_prefix("mac-address="))
+            .flatten()
+            .map(|v| v.trim().to_ascii_lowercase())
+    })
 }
 
 /// The interface a NetworkManager keyfile is bound to by name (`[connection] interface-name=`).

@@ -25,6 +25,9 @@ pub struct System {
     pub uefi: bool,
     pub firmware: Firmware,
     pub kernels: Vec<Kernel>,
+    /// The btrfs subvolume the root lives in (`@`), when it is not the filesystem's top level.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_subvol: Option<String>,
 }
 
 /// Drivers a kernel needs to boot and network on KVM.
@@ -145,6 +148,7 @@ pub fn inspect(g: &GuestRoot) -> Result<System> {
         uefi,
         firmware: if uefi { Firmware::Uefi } else { Firmware::Bios },
         kernels: ks,
+        root_subvol: None,
     })
 }
 

@@ -107,16 +107,38 @@ fn inspect_candidate(
     map: &rewrite::DevMap,
 ) -> Result<Option<inspect::System>> {
     let fs = p.fstype.map(|f| f.name());
-    let _root = match mount::Mount::new(&p.dev, at, fs, nix::mount::MsFlags::MS_RDONLY) {
+    let ro = nix::mount::MsFlags::MS_RDONLY;
+    let mut _root = match mount::Mount::new(&p.dev, at, fs, ro) {
         Ok(m) => m,
         Err(e) => {
             log::warn!("convert: {e:#}");
             return Ok(None);
         }
     };
-    let g = guest::GuestRoot::open(at)?;
+    let mut g = guest::GuestRoot::open(at)?;
+    let mut subvol = None;
     if !inspect::looks_like_root(&g) {
-        return Ok(None);
+        // btrfs: the root may be a subvolume below the top level (`@`, as Debian's and
+        // Ubuntu's installers make it); it is mounted as that subvolume.
+        let Some(name) = p.is(FsType::Btrfs).then(|| root_subvolume(&g, at)).flatten() else {
+            return Ok(None);
+        };
+        drop(g);
+        drop(_root);
+        let data = format!("subvol={name}");
+        _root = match mount::Mount::with_data(&p.dev, at, fs, ro, Some(&data)) {
+            Ok(m) => m,
+            Err(e) => {
+                log::warn!("convert: {e:#}");
+                return Ok(None);
+            }
+        };
+        g = guest::GuestRoot::open(at)?;
+        if !inspect::looks_like_root(&g) {
+            return Ok(None);
+        }
+        log::info!("convert: {}: the root is btrfs subvolume {name}", p.dev.display());
+        subvol = Some(name);
     }
     let fstab = g.read_or_empty("etc/fstab")?;
     let boot =
@@ -135,7 +157,25 @@ fn inspect_candidate(
         }
         None => None,
     };
-    inspect::inspect(&g).map(Some)
+    let mut sys = inspect::inspect(&g)?;
+    sys.root_subvol = subvol;
+    Ok(Some(sys))
+}
+
+/// The one directory at the top of a btrfs filesystem that holds a Linux root (a subvolume
+/// such as `@`); `None` when there is none or more than one. Only real directories are looked
+/// at (never through a symlink), at most 256 entries.
+fn root_subvolume(g: &guest::GuestRoot, at: &Path) -> Option<String> {
+    let mut found = Vec::new();
+    for name in g.list("").ok()?.into_iter().take(256) {
+        if g.lkind(&name).ok().flatten() != Some(guest::Kind::Dir) || name.contains(',') {
+            continue;
+        }
+        if guest::GuestRoot::open(&at.join(&name)).is_ok_and(|sub| inspect::looks_like_root(&sub)) {
+            found.push(name);
+        }
+    }
+    (found.len() == 1).then(|| found.remove(0))
 }
 
 /// Finds the root filesystem by mounting candidates read-only.
@@ -184,7 +224,9 @@ pub fn open_system(disks: &[PathBuf], m: &mut dyn Machine, workdir: &Path) -> Re
     let (lvs, parts) = scan(m, disks).context("scan")?;
     let (root, sys) = find_root(&parts, workdir).context("inspect")?;
     let map = device_map(&parts);
-    let tree = mount::Tree::mount_with(root, &parts, &map, &workdir.join("root"), false).context("mount")?;
+    let tree =
+        mount::Tree::mount_with(root, sys.root_subvol.as_deref(), &parts, &map, &workdir.join("root"), false)
+            .context("mount")?;
     let root = root.clone();
     Ok(Opened { tree, sys, root, parts, _lvs: lvs })
 }
@@ -285,7 +327,16 @@ fn convert(
         None => None,
     };
     let tree = log
-        .step("mount", Class::Essential, || mount::Tree::mount(root, &parts, &map, &o.workdir.join("root")))?
+        .step("mount", Class::Essential, || {
+            mount::Tree::mount_with(
+                root,
+                sys.root_subvol.as_deref(),
+                &parts,
+                &map,
+                &o.workdir.join("root"),
+                true,
+            )
+        })?
         .context("mount")?;
     rep.grown_filesystem = match (grown, &grown_offline) {
         (_, Some(g)) => Some(g.clone()),

@@ -24,10 +24,38 @@ impl Mount {
         Self::on(src, target, fstype, flags)
     }
 
+    /// [`new`](Self::new) with filesystem options (`subvol=@` of a btrfs subvolume).
+    pub fn with_data(
+        src: &Path,
+        target: &Path,
+        fstype: Option<&str>,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> Result<Self> {
+        std::fs::create_dir_all(target).with_context(|| format!("creating {}", target.display()))?;
+        Self::on_with(src, target, fstype, flags, data)
+    }
+
     /// Mounts on a directory that exists (inside a guest root: from [`GuestRoot::mount_point`]).
     fn on(src: &Path, target: &Path, fstype: Option<&str>, flags: MsFlags) -> Result<Self> {
-        mount(Some(src), target, fstype, flags, None::<&str>)
-            .with_context(|| format!("mounting {} on {}", src.display(), target.display()))?;
+        Self::on_with(src, target, fstype, flags, None)
+    }
+
+    fn on_with(
+        src: &Path,
+        target: &Path,
+        fstype: Option<&str>,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> Result<Self> {
+        mount(Some(src), target, fstype, flags, data).with_context(|| {
+            format!(
+                "mounting {}{} on {}",
+                src.display(),
+                data.map(|d| format!(" ({d})")).unwrap_or_default(),
+                target.display()
+            )
+        })?;
         Ok(Mount { target: target.to_path_buf() })
     }
 }
@@ -79,11 +107,22 @@ pub fn resolve<'a>(spec: &str, parts: &'a [Part], map: &DevMap) -> Option<&'a Pa
     by(&|p| p.uuid == u)
 }
 
-/// An fstab line to mount: (line number, spec, mount point).
+/// An fstab line to mount: (line number, spec, mount point, options).
 pub struct Entry {
     pub line: usize,
     pub spec: String,
     pub mount_point: String,
+    pub options: String,
+}
+
+/// The options of an fstab entry that choose what of a filesystem is mounted (btrfs
+/// `subvol=`/`subvolid=`); the rest (`noatime`, `compress=`…) do not matter to conversion.
+pub fn selecting_options(fs: FsType, options: &str) -> Option<String> {
+    let keep: Vec<&str> = options
+        .split(',')
+        .filter(|o| fs == FsType::Btrfs && (o.starts_with("subvol=") || o.starts_with("subvolid=")))
+        .collect();
+    (!keep.is_empty()).then(|| keep.join(","))
 }
 
 /// The fstab entries below `/` that are mounted at boot, shallowest first.
@@ -99,6 +138,7 @@ pub fn fstab_entries(fstab: &str) -> Vec<Entry> {
                 line: i + 1,
                 spec: f[0].to_string(),
                 mount_point: f[1].to_string(),
+                options: f.get(3).unwrap_or(&"").to_string(),
             })
         })
         .collect();
@@ -109,15 +149,25 @@ pub fn fstab_entries(fstab: &str) -> Vec<Entry> {
 impl Tree {
     /// Mounts `root` read-write at `at`, then the fstab filesystems, then the API filesystems.
     pub fn mount(root: &Part, parts: &[Part], map: &DevMap, at: &Path) -> Result<Self> {
-        Self::mount_with(root, parts, map, at, true)
+        Self::mount_with(root, None, parts, map, at, true)
     }
 
-    /// [`mount`](Self::mount), with the API filesystems (/dev, /proc, /sys, /run) for chrooted
-    /// tools only when `api`: without them the tree shows only the migrated system's own files.
-    pub fn mount_with(root: &Part, parts: &[Part], map: &DevMap, at: &Path, api: bool) -> Result<Self> {
+    /// [`mount`](Self::mount) of the root in btrfs subvolume `subvol` (when given), with the
+    /// API filesystems (/dev, /proc, /sys, /run) for chrooted tools only when `api`: without
+    /// them the tree shows only the migrated system's own files.
+    pub fn mount_with(
+        root: &Part,
+        subvol: Option<&str>,
+        parts: &[Part],
+        map: &DevMap,
+        at: &Path,
+        api: bool,
+    ) -> Result<Self> {
         let fstype = root.fstype.map(|t| t.name());
+        let data = subvol.map(|s| format!("subvol={s}"));
         let mut mounts = Mounts::default();
-        mounts.0.push((Some(root.dev.clone()), Mount::new(&root.dev, at, fstype, MsFlags::empty())?));
+        let m = Mount::with_data(&root.dev, at, fstype, MsFlags::empty(), data.as_deref())?;
+        mounts.0.push((Some(root.dev.clone()), m));
         // Declared after `mounts`: dropped first on every error path below.
         let guest = GuestRoot::open(at)?;
         let fstab = guest.read_or_empty("etc/fstab")?;
@@ -130,7 +180,8 @@ impl Tree {
             let target = guest
                 .mount_point(&e.mount_point)
                 .with_context(|| format!("/etc/fstab line {}: {} on {}", e.line, e.spec, e.mount_point))?;
-            let m = Mount::on(&p.dev, &target, Some(fs.name()), MsFlags::empty())?;
+            let data = selecting_options(fs, &e.options);
+            let m = Mount::on_with(&p.dev, &target, Some(fs.name()), MsFlags::empty(), data.as_deref())?;
             mounts.0.push((Some(p.dev.clone()), m));
             guest.allow_mount(&target)?;
         }

@@ -192,13 +192,28 @@ pub fn nm_keyfile_unbind(text: &str) -> String {
     out
 }
 
-/// NetworkManager keyfile: `interface-name=<old>` becomes `<new>` (its id stays).
-pub fn nm_keyfile(text: &str, old: &str, new: &str) -> String {
+/// `interface-name=<new>` at the end of `out`, before the blank lines that end its section.
+fn name_here(out: &mut String, new: &str) {
+    let tail = out.split_off(out.trim_end_matches('\n').len());
+    out.push_str(&format!("\ninterface-name={new}{}", if tail.is_empty() { "\n" } else { &tail }));
+}
+
+/// NetworkManager keyfile: `interface-name=<old>` becomes `<new>` (its id stays); a
+/// connection bound only by `[ethernet] mac-address=` one of `macs` (the old interface's
+/// addresses) gets `interface-name=<new>`, so it keeps its NIC once the MAC binding goes.
+pub fn nm_keyfile(text: &str, old: &str, new: &str, macs: &[String]) -> String {
+    let by_mac = crate::ifaces::nm_keyfile_name(text).is_none()
+        && crate::ifaces::nm_keyfile_mac(text)
+            .is_some_and(|m| macs.iter().any(|x| x.eq_ignore_ascii_case(&m)));
     let mut sec = String::new();
     let mut out = String::new();
     for line in text.split_inclusive('\n') {
         let t = line.trim();
+        let was = sec.clone();
         keyfile_section(t, &mut sec);
+        if by_mac && was == "[connection]" && sec != was {
+            name_here(&mut out, new);
+        }
         let renamed = match t.split_once('=') {
             Some(("interface-name", v)) if sec == "[connection]" => rename_word(v.trim(), old, new),
             Some(("parent", v)) if sec == "[vlan]" => rename_word(v.trim(), old, new),
@@ -209,6 +224,9 @@ pub fn nm_keyfile(text: &str, old: &str, new: &str) -> String {
             continue;
         }
         out.push_str(line);
+    }
+    if by_mac && sec == "[connection]" {
+        name_here(&mut out, new);
     }
     out
 }
@@ -294,7 +312,7 @@ iface eth1 inet dhcp
         );
         let vlan = "[connection]\nid=v100\ninterface-name=ens3.100\ntype=vlan\n[vlan]\nid=100\nparent=ens3\n";
         assert_eq!(
-            nm_keyfile(vlan, "ens3", "eth0"),
+            nm_keyfile(vlan, "ens3", "eth0", &[]),
             "[connection]\nid=v100\ninterface-name=eth0.100\ntype=vlan\n[vlan]\nid=100\nparent=eth0\n"
         );
         assert_eq!(
@@ -302,6 +320,37 @@ iface eth1 inet dhcp
             "DEVICE=eth0.100\nPHYSDEV=eth0\nVLAN=yes\n"
         );
         assert_eq!(rename_word("ens30", "ens3", "eth0"), None);
+    }
+
+    #[test]
+    fn nm_keyfile_bound_by_mac_only_gets_its_new_name() {
+        let before = "[connection]\nid=Wired connection 1\ntype=ethernet\n\n[ethernet]\nmac-address=00:16:3E:5E:6C:01\n\n[ipv4]\nmethod=manual\n";
+        let macs = vec!["00:16:3e:5e:6c:01".to_string()];
+        let named = nm_keyfile(before, "mac:00:16:3e:5e:6c:01", "eth0", &macs);
+        assert_eq!(
+            named,
+            "[connection]\nid=Wired connection 1\ntype=ethernet\ninterface-name=eth0\n\n[ethernet]\nmac-address=00:16:3E:5E:6C:01\n\n[ipv4]\nmethod=manual\n"
+        );
+        assert_eq!(nm_keyfile(&named, "mac:00:16:3e:5e:6c:01", "eth0", &macs), named, "idempotent");
+        assert_eq!(
+            nm_keyfile_unbind(&named),
+            "[connection]\nid=Wired connection 1\ntype=ethernet\ninterface-name=eth0\n\n[ethernet]\n\n[ipv4]\nmethod=manual\n"
+        );
+        // Another NIC's MAC: left alone.
+        assert_eq!(
+            nm_keyfile(before, "mac:00:16:3e:5e:6c:02", "eth1", &["00:16:3e:5e:6c:02".into()]),
+            before
+        );
+        // [connection] last in the file.
+        assert_eq!(
+            nm_keyfile(
+                "[ethernet]\nmac-address=00:16:3e:5e:6c:01\n[connection]\nid=x",
+                "eth0",
+                "eth0",
+                &macs
+            ),
+            "[ethernet]\nmac-address=00:16:3e:5e:6c:01\n[connection]\nid=x\ninterface-name=eth0\n"
+        );
     }
 
     #[test]

@@ -81,6 +81,7 @@ fn fs_name(kind: Fs) -> &'static str {
     match kind {
         Fs::Ext => "ext4",
         Fs::Xfs => "xfs",
+        Fs::Btrfs => "btrfs",
     }
 }
 
@@ -101,6 +102,7 @@ fn fixture(kind: Fs, mib: u64) -> Fixture {
     match kind {
         Fs::Ext => run("mkfs.ext4", &["-q", "-F", img_s]),
         Fs::Xfs => run("mkfs.xfs", &["-q", "-f", img_s]),
+        Fs::Btrfs => run("mkfs.btrfs", &["-q", "-f", img_s]),
     };
     let lo = Loop::attach(&img);
     let mnt = Mounted::new(lo.path(), &tmp.path().join("mnt"), fs_name(kind));
@@ -145,6 +147,7 @@ fn grow_doubles(kind: Fs, mib: u64) {
     match kind {
         Fs::Ext => run("e2fsck", &["-fn", &fx.lo.0]),
         Fs::Xfs => run("xfs_repair", &["-n", &fx.lo.0]),
+        Fs::Btrfs => run("btrfs", &["check", "--readonly", &fx.lo.0]),
     };
 }
 
@@ -165,6 +168,27 @@ fn ext4_grows_online() {
 #[test]
 fn xfs_grows_online() {
     grow_doubles(Fs::Xfs, 320);
+}
+
+/// btrfs counts its space in chunks, so statvfs moves by less than the added bytes: the device
+/// size btrfs records (its superblock) is what must follow the device.
+#[test]
+fn btrfs_grows_online() {
+    let mut fx = fixture(Fs::Btrfs, 256);
+    fs::write(fx.mnt.dir.join("data.bin"), vec![7u8; MIB as usize]).unwrap();
+    let before = total_bytes(&fx.mnt.dir);
+    OpenOptions::new().write(true).open(&fx.img).unwrap().set_len(512 * MIB).unwrap();
+    run("losetup", &["-c", &fx.lo.0]);
+    let g = grow_mounted(&fx.mnt.dir, fx.lo.path(), Fs::Btrfs).unwrap();
+    assert_eq!((g.old_bytes, g.new_bytes), (256 * MIB, 512 * MIB));
+    let after = total_bytes(&fx.mnt.dir);
+    assert!(after as f64 >= 1.8 * before as f64, "statvfs {before} -> {after}");
+    run("sync", &[]);
+    let again = grow_mounted(&fx.mnt.dir, fx.lo.path(), Fs::Btrfs).unwrap();
+    assert_eq!((again.old_bytes, again.new_bytes), (512 * MIB, 512 * MIB), "recorded in the superblock");
+    assert_eq!(fs::read(fx.mnt.dir.join("data.bin")).unwrap(), vec![7u8; MIB as usize]);
+    fx.mnt.unmount();
+    run("btrfs", &["check", "--readonly", &fx.lo.0]);
 }
 
 #[test]

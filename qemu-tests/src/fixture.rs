@@ -27,3 +27,39 @@ pub fn debian_xen(suite: &str, size_mib: u64, profile: &str) -> Result<PathBuf> 
 pub fn copy(src: &Path, dst: &Path) -> Result<()> {
     crate::run(Command::new("cp").arg("--sparse=always").arg(src).arg(dst)).map(|_| ())
 }
+
+/// The Debian 12 Xen-guest fixture with its network configured by `stack` (`netplan`, `nm`,
+/// `networkd`; see `fixtures/net-stack.sh`).
+pub fn net_stack(stack: &str) -> Result<PathBuf> {
+    derived("net-stack.sh", BOOKWORM, &[stack], &format!("net-{stack}"))
+}
+
+/// The Debian 12 Xen-guest fixture with its root on btrfs subvolume `@` and /home in `@home`
+/// (see `fixtures/btrfs-root.sh`).
+pub fn btrfs_root() -> Result<PathBuf> {
+    derived("btrfs-root.sh", BOOKWORM, &[], "btrfs-root")
+}
+
+/// The Debian 11 LVM fixture in the RHEL layout: XFS root and a separate XFS /var on LVs of
+/// vg0 (see `fixtures/xfs-lvm.sh`).
+pub fn xfs_lvm() -> Result<PathBuf> {
+    derived("xfs-lvm.sh", ("bullseye", "mbr-lvm"), &[], "xfs-lvm")
+}
+
+const BOOKWORM: (&str, &str) = ("bookworm", "gpt-bios-ext4");
+
+/// A fixture made from a base (suite, profile) by `fixtures/SCRIPT BASE OUT ARGS…`, cached by
+/// the script's text, the base (its name holds its own key) and the arguments.
+fn derived(script: &str, (suite, profile): (&str, &str), args: &[&str], name: &str) -> Result<PathBuf> {
+    let base = debian_xen(suite, 2048, profile)?;
+    let script = crate::repo_root().join("qemu-tests/fixtures").join(script);
+    let text = std::fs::read_to_string(&script).with_context(|| format!("reading {}", script.display()))?;
+    let key = crate::fnv(&format!("{text}\0{}\0{}", base.display(), args.join("\0")));
+    let out = crate::cache_dir().join("fixtures").join(format!("debian-{suite}-{name}-{key:016x}.img"));
+    if !out.exists() {
+        let tmp = out.with_extension("tmp");
+        crate::run(Command::new(&script).arg(&base).arg(&tmp).args(args))?;
+        std::fs::rename(&tmp, &out)?;
+    }
+    Ok(out)
+}

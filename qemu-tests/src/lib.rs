@@ -61,6 +61,11 @@ pub fn accel_name() -> &'static str {
     accel::args()[1]
 }
 
+/// Marks a stage of a scenario as passed, for `scripts/matrix` (`FERRY-STAGE name` on stderr).
+pub fn stage(name: &str) {
+    eprintln!("FERRY-STAGE {name}");
+}
+
 /// Serialises guests across the tests of one process.
 pub fn guest_lock() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());

@@ -9,7 +9,7 @@
 //! - two NICs with static addresses no DHCP server hands out, booted on a VM whose NICs sit in
 //!   other PCI slots than the transit VM's (behind other devices): each address on its NIC.
 
-use ferry_qemu_tests::{binary, fixture, free_port, sparse_file, Bus, Disk, VmBuilder};
+use ferry_qemu_tests::{binary, fixture, free_port, sparse_file, stage, Bus, Disk, VmBuilder};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -64,8 +64,10 @@ fn migrate(source: &Path, target: &Path) -> (serde_json::Value, String) {
     assert!(out.status.success(), "ferry send: {}\n{stdout}\n{}", out.status, app.serial());
     let report = stdout.lines().rfind(|l| l.contains("\"report\"")).unwrap();
     let report: serde_json::Value = serde_json::from_str(report).unwrap();
+    stage("migrated");
     let conv = report["report"]["receiver_report"].clone();
     assert_eq!(conv["ok"], true, "{conv:#}");
+    stage("converted");
     assert_eq!(conv["hooks"][0]["name"], "setup.sh", "{conv:#}");
     assert!(conv["hooks"][0]["output"].as_str().unwrap().contains("hook ran on"), "{conv:#}");
     assert_eq!(
@@ -98,6 +100,7 @@ fn boot_vm(b: VmBuilder) -> String {
 fn boot_vm_until(b: VmBuilder, also: Option<&str>) -> String {
     let mut vm = b.start().unwrap();
     vm.wait_serial(MARKER, Duration::from_secs(300)).unwrap();
+    stage("booted");
     let serial = vm.serial();
     assert!(serial.contains("login:") || vm.wait_serial("login:", Duration::from_secs(60)).is_ok());
     if let Some(also) = also {

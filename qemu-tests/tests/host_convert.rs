@@ -5,7 +5,7 @@
 //! proves it: the unconverted copy fails (no root device), the converted one passes with its
 //! root on /dev/vda2, grown, and the static address on eth0; neither rehearsal changes the disk.
 
-use ferry_qemu_tests::{accel_name, binary, fixture, guest_lock};
+use ferry_qemu_tests::{accel_name, binary, fixture, guest_lock, stage};
 use std::path::Path;
 use std::process::Command;
 
@@ -65,6 +65,7 @@ fn host_mode_converts_an_image_that_then_boots_on_virtio() {
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     let rep: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(rep["repartition"][0]["grown"]["number"], 2, "{rep:#}");
+    stage("converted");
     assert!(rep["changes"]["files"].as_array().unwrap().iter().any(|f| f == "etc/fstab"), "{rep:#}");
     // No loop device is left behind.
     let loops = Command::new("losetup").arg("-a").output().unwrap();
@@ -77,6 +78,7 @@ fn host_mode_converts_an_image_that_then_boots_on_virtio() {
 
     let (code, rep) = rehearse(&img, &t.path().join("rehearse-1"), 600);
     assert_eq!((code, rep["verdict"].as_str()), (0, Some("pass")), "{rep:#}");
+    stage("rehearsed");
     let f = &rep["findings"];
     assert_eq!(f["root"], "/dev/vda2", "{rep:#}");
     assert_eq!(f["state"], "running", "{rep:#}");

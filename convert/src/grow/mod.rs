@@ -23,6 +23,7 @@ fn filesystem(t: &Tree, p: &Part) -> Result<Option<String>> {
     let kind = match p.fstype {
         Some(f) if f.is_ext() => online::Fs::Ext,
         Some(FsType::Xfs) => online::Fs::Xfs,
+        Some(FsType::Btrfs) => online::Fs::Btrfs,
         _ => return Ok(None),
     };
     let dev = p.dev.display().to_string();

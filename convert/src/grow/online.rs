@@ -1,11 +1,11 @@
-//! Grows mounted ext2/3/4 and XFS filesystems online with the kernel's own
-//! ioctls (`EXT4_IOC_RESIZE_FS`, `XFS_IOC_FSGROWFSDATA`), without resize2fs or
-//! xfs_growfs. Before any resize the mountpoint's statfs type is checked (the
+//! Grows mounted ext2/3/4, XFS and btrfs filesystems online with the kernel's own
+//! ioctls (`EXT4_IOC_RESIZE_FS`, `XFS_IOC_FSGROWFSDATA`, `BTRFS_IOC_RESIZE`), without
+//! resize2fs, xfs_growfs or btrfs-progs. Before any resize the mountpoint's statfs type is checked (the
 //! ioctl numbers mean nothing elsewhere) and a block device must be the one
 //! mounted there. It never shrinks: a device no larger than the fs is a no-op.
 
 use anyhow::{bail, ensure, Context, Result};
-use nix::sys::statfs::{fstatfs, EXT4_SUPER_MAGIC, XFS_SUPER_MAGIC};
+use nix::sys::statfs::{fstatfs, BTRFS_SUPER_MAGIC, EXT4_SUPER_MAGIC, XFS_SUPER_MAGIC};
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
@@ -31,6 +31,47 @@ pub enum Fs {
     Ext,
     /// XFS (data section only).
     Xfs,
+    /// btrfs (the device it is mounted from, by its devid).
+    Btrfs,
+}
+
+/// `struct btrfs_ioctl_vol_args` from `btrfs.h`: an fd and a name (`"DEVID:max"` to resize).
+#[repr(C)]
+struct BtrfsVolArgs {
+    fd: i64,
+    name: [u8; 4088],
+}
+
+nix::ioctl_write_ptr!(btrfs_resize, 0x94, 3, BtrfsVolArgs);
+
+/// `struct btrfs_ioctl_fs_info_args` (1 KiB): the mounted filesystem's fsid at byte 16.
+#[repr(C)]
+struct BtrfsFsInfo {
+    head: [u64; 2],
+    fsid: [u8; 16],
+    rest: [u8; 1024 - 32],
+}
+
+nix::ioctl_read!(btrfs_fs_info, 0x94, 31, BtrfsFsInfo);
+
+/// `device` is a block device or file holding the btrfs mounted at `mountpoint` (same fsid).
+fn check_btrfs_device(dir: &File, mountpoint: &Path, device: &Path) -> Result<bool> {
+    let meta = std::fs::metadata(device).with_context(|| format!("stat of {}", device.display()))?;
+    let ft = meta.file_type();
+    ensure!(
+        ft.is_file() || ft.is_block_device(),
+        "{} is neither a block device nor a regular file",
+        device.display()
+    );
+    let mut info = BtrfsFsInfo { head: [0; 2], fsid: [0; 16], rest: [0; 1024 - 32] };
+    // SAFETY: valid open fd and a live struct of the size the ioctl number encodes.
+    unsafe { btrfs_fs_info(dir.as_raw_fd(), &mut info) }
+        .with_context(|| format!("BTRFS_IOC_FS_INFO on {}", mountpoint.display()))?;
+    let f = File::open(device).with_context(|| format!("opening {}", device.display()))?;
+    let mut fsid = [0u8; 16];
+    f.read_exact_at(&mut fsid, 0x10000 + 0x20).with_context(|| format!("reading {}", device.display()))?;
+    ensure!(fsid == info.fsid, "{} is not the device mounted at {}", device.display(), mountpoint.display());
+    Ok(ft.is_block_device())
 }
 
 /// `struct xfs_fsop_geom_v1` from the XFS UAPI header `xfs_fs.h`.
@@ -92,11 +133,17 @@ pub fn grow_mounted(mountpoint: &Path, device: &Path, fstype: Fs) -> Result<Grow
         .open(mountpoint)
         .with_context(|| format!("opening mountpoint {}", mountpoint.display()))?;
     check_fs_type(&dir, mountpoint, fstype)?;
-    let is_block = check_device(&dir, mountpoint, device)?;
+    // A btrfs mount's st_dev is an anonymous number, not its device's: the fsid must match.
+    let is_block = if fstype == Fs::Btrfs {
+        check_btrfs_device(&dir, mountpoint, device)?
+    } else {
+        check_device(&dir, mountpoint, device)?
+    };
     let dev_bytes = device_size(device, is_block)?;
     match fstype {
         Fs::Ext => grow_ext(&dir, mountpoint, device, dev_bytes, is_block),
         Fs::Xfs => grow_xfs(&dir, mountpoint, dev_bytes),
+        Fs::Btrfs => grow_btrfs(&dir, mountpoint, device, dev_bytes),
     }
 }
 
@@ -105,6 +152,7 @@ fn check_fs_type(dir: &File, mountpoint: &Path, fstype: Fs) -> Result<()> {
     let (want, name) = match fstype {
         Fs::Ext => (EXT4_SUPER_MAGIC, "ext2/3/4"),
         Fs::Xfs => (XFS_SUPER_MAGIC, "XFS"),
+        Fs::Btrfs => (BTRFS_SUPER_MAGIC, "btrfs"),
     };
     let got = st.filesystem_type();
     ensure!(
@@ -217,6 +265,32 @@ fn xfs_geometry(dir: &File, mountpoint: &Path) -> Result<XfsGeomV1> {
         .with_context(|| format!("XFS_IOC_FSGEOMETRY_V1 on {}", mountpoint.display()))?;
     ensure!(geo.blocksize > 0, "XFS on {} reports block size 0", mountpoint.display());
     Ok(geo)
+}
+
+/// The devid and size btrfs records for `device` (its superblock's `dev_item`).
+fn btrfs_dev_item(device: &Path) -> Result<(u64, u64)> {
+    let f = File::open(device).with_context(|| format!("opening {}", device.display()))?;
+    let mut sb = [0u8; 0x130];
+    f.read_exact_at(&mut sb, 0x10000)
+        .with_context(|| format!("reading the btrfs superblock of {}", device.display()))?;
+    ensure!(&sb[0x40..0x48] == b"_BHRfS_M", "no btrfs superblock on {}", device.display());
+    let u64_at = |o: usize| u64::from_le_bytes(sb[o..o + 8].try_into().unwrap());
+    Ok((u64_at(0xc9), u64_at(0xd1)))
+}
+
+fn grow_btrfs(dir: &File, mountpoint: &Path, device: &Path, dev_bytes: u64) -> Result<Grown> {
+    let (devid, old_bytes) = btrfs_dev_item(device)?;
+    let new_bytes = dev_bytes / 4096 * 4096;
+    if new_bytes <= old_bytes {
+        return Ok(Grown::new(old_bytes, old_bytes));
+    }
+    let mut args = BtrfsVolArgs { fd: 0, name: [0; 4088] };
+    let name = format!("{devid}:max");
+    args.name[..name.len()].copy_from_slice(name.as_bytes());
+    // SAFETY: valid open fd and a live, fully initialised struct the kernel only reads.
+    unsafe { btrfs_resize(dir.as_raw_fd(), &args) }
+        .with_context(|| format!("BTRFS_IOC_RESIZE {name} on {}", mountpoint.display()))?;
+    Ok(Grown::new(old_bytes, new_bytes))
 }
 
 fn grow_xfs(dir: &File, mountpoint: &Path, dev_bytes: u64) -> Result<Grown> {
