@@ -1,4 +1,5 @@
 //! Helpers of the root tests: a shell runner that fails the test with its stderr, and a loop
+#![allow(dead_code)]
 //! device detached when dropped.
 
 use std::process::Command;
