@@ -1,6 +1,6 @@
 //! Helpers of the root tests: a shell runner that fails the test with its stderr, and a loop
-#![allow(dead_code)]
 //! device detached when dropped.
+#![allow(dead_code)]
 
 use std::process::Command;
 
