@@ -32,7 +32,7 @@ pub struct Report {
 pub fn growable_fs(f: &File, start: u64) -> bool {
     let len = ferry_formats::ReadAt::size(f).unwrap_or(0).saturating_sub(start);
     ferry_formats::probe(f, start, len)
-        .is_some_and(|p| p.fstype.is_ext() || matches!(p.fstype, FsType::Xfs | FsType::LvmPv))
+        .is_some_and(|p| p.fstype.is_ext() || matches!(p.fstype, FsType::Xfs | FsType::Btrfs | FsType::LvmPv))
 }
 
 /// Repartitions the disk in `f` for its current size; `grow` allows growing the last partition.

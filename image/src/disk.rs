@@ -2,7 +2,8 @@
 //! clouds that create the transit VM from an image. Partition 1 is a BIOS boot partition with
 //! GRUB's core image (the MBR holds GRUB's boot code pointing at it, as grub-bios-setup would
 //! write); partition 2 is a FAT32 EFI system partition named [`APPLIANCE_PARTITION_NAME`] with
-//! `EFI/BOOT/BOOTX64.EFI`, the boot menu, the kernel and the initramfs. The partition name also
+//! the signed UEFI chain ([`crate::secureboot`]: shim as `EFI/BOOT/BOOTX64.EFI`, Debian's signed
+//! GRUB), `/.disk/info` for that GRUB to find it, the boot menu, the kernel and the initramfs. The partition name also
 //! tells the appliance that this disk is its own and never a target. qcow2 is made from the raw
 //! image by `qemu-img convert`.
 
@@ -73,13 +74,15 @@ pub struct Contents<'a> {
 pub fn write_raw(c: &Contents, work: &Path, out: &Path) -> Result<()> {
     let core = work.join("core.img");
     grub::mkimage(Target::BiosCore, work, &core)?;
-    let bootx64 = work.join("BOOTX64.EFI");
-    grub::mkimage(Target::Efi, work, &bootx64)?;
+    let chain = crate::secureboot::chain(false)?;
     let boot_img = Path::new("/usr/lib/grub/i386-pc/boot.img");
     require(&boot_img.display().to_string(), "grub-pc-bin")?;
     let len =
         |p: &Path| std::fs::metadata(p).map(|m| m.len()).with_context(|| format!("reading {}", p.display()));
-    let content = len(c.vmlinuz)? + len(c.initrd)? + len(&bootx64)?;
+    let mut content = len(c.vmlinuz)? + len(c.initrd)?;
+    for (f, _) in chain.files() {
+        content += len(f)?;
+    }
     let esp_mib = (content.div_ceil(MIB) + ESP_SLACK_MIB).max(ESP_MIN_MIB);
     let total = ESP_START * 512 + esp_mib * MIB + MIB;
     let seed = std::fs::read(c.initrd)?;
@@ -112,7 +115,11 @@ pub fn write_raw(c: &Contents, work: &Path, out: &Path) -> Result<()> {
     let fat = Fat::format(out, ESP_START * 512, esp_mib * MIB, "FERRY", true)?;
     std::fs::write(work.join("marker"), "ferry appliance medium\n")?;
     fat.put(&work.join("marker"), &format!("/{}", grub::MARKER))?;
-    fat.put(&bootx64, "/EFI/BOOT/BOOTX64.EFI")?;
+    for (f, at) in chain.files() {
+        fat.put(f, at)?;
+    }
+    std::fs::write(work.join("info"), crate::secureboot::disk_info())?;
+    fat.put(&work.join("info"), &format!("/{}", crate::secureboot::DISK_INFO))?;
     std::fs::write(work.join("grub.cfg"), c.menu)?;
     fat.put(&work.join("grub.cfg"), &format!("/{}", grub::CFG))?;
     fat.put(c.vmlinuz, grub::KERNEL)?;

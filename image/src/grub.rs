@@ -1,7 +1,7 @@
-//! GRUB for the appliance media: three images made with `grub-mkimage` from the host's GRUB
-//! (BIOS El Torito for the ISO, BIOS core for the disk image, x86_64 EFI for both), each with
-//! every module it needs built in and an early config that finds the medium by a marker file,
-//! and the boot menu (`grub.cfg`) with a default and a debug entry whose kernel command line is
+//! GRUB for the BIOS side of the appliance media: images made with `grub-mkimage` from the
+//! host's GRUB (El Torito for the ISO, core for the disk image, PXE), each with every module it
+//! needs built in and an early config that finds the medium by a marker file (UEFI boots
+//! Debian's signed GRUB instead: [`crate::secureboot`]), and the boot menu (`grub.cfg`) with a default and a debug entry whose kernel command line is
 //! shown and editable at the prompt (`e`).
 
 use crate::tools::{require, run};
@@ -46,12 +46,8 @@ pub enum Target {
     BiosEltorito,
     /// BIOS core image for a BIOS boot partition.
     BiosCore,
-    /// `EFI/BOOT/BOOTX64.EFI`.
-    Efi,
     /// BIOS PXE network boot program (`grub.pxe`): reads `grub.cfg` from the TFTP server.
     NetBios,
-    /// UEFI network boot program (`grubx64.efi`): reads `grub.cfg` from the TFTP server.
-    NetEfi,
 }
 
 /// Builds one GRUB image into `out`.
@@ -59,11 +55,9 @@ pub fn mkimage(target: Target, work: &Path, out: &Path) -> Result<()> {
     let (format, dir, extra): (&str, &str, &[&str]) = match target {
         Target::BiosEltorito => ("i386-pc-eltorito", "i386-pc", &["biosdisk"]),
         Target::BiosCore => ("i386-pc", "i386-pc", &["biosdisk"]),
-        Target::Efi => ("x86_64-efi", "x86_64-efi", &["efi_gop", "efi_uga"]),
         Target::NetBios => ("i386-pc-pxe", "i386-pc", &["pxe", "net", "tftp"]),
-        Target::NetEfi => ("x86_64-efi", "x86_64-efi", &["efinet", "net", "tftp", "efi_gop", "efi_uga"]),
     };
-    let net = matches!(target, Target::NetBios | Target::NetEfi);
+    let net = matches!(target, Target::NetBios);
     require("grub-mkimage", "grub-common")?;
     require(
         &format!("/usr/lib/grub/{dir}/linux.mod"),

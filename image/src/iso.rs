@@ -1,11 +1,13 @@
-//! `ferry-image iso`: a hybrid ISO9660 image. BIOS boots GRUB's El Torito image; UEFI boots
-//! `EFI/BOOT/BOOTX64.EFI` from a FAT image that is both the El Torito EFI entry and GPT
-//! partition 2, and GRUB's hybrid MBR makes the same file boot when written raw to a disk (USB
-//! stick). All three find the ISO9660 tree by [`grub::MARKER`] and read its boot menu, kernel
-//! and initramfs from there. `unpack` takes such an ISO apart again for `customize`.
+//! `ferry-image iso`: a hybrid ISO9660 image. BIOS boots GRUB's El Torito image; UEFI boots the
+//! signed chain ([`secureboot`]: shim, Debian's signed GRUB) from a FAT image that is both the El
+//! Torito EFI entry and GPT partition 2, and GRUB's hybrid MBR makes the same file boot when
+//! written raw to a disk (USB stick). All three find the ISO9660 tree — BIOS GRUB by
+//! [`grub::MARKER`], the signed GRUB by [`secureboot::DISK_INFO`] — and read its boot menu,
+//! kernel and initramfs from there. `unpack` takes such an ISO apart again for `customize`.
 
 use crate::fat::Fat;
 use crate::grub::{self, Target};
+use crate::secureboot;
 use crate::tools::{epoch, require, run, set_times, utc_stamp};
 use anyhow::{bail, Context, Result};
 use ferry_boot::medium::APPLIANCE_VOLUME_ID;
@@ -28,13 +30,21 @@ pub fn stage(work: &Path, vmlinuz: &Path, initrd: &Path, menu: &str) -> Result<S
     copy(vmlinuz, &tree.join(&grub::KERNEL[1..]))?;
     copy(initrd, &tree.join(&grub::INITRD[1..]))?;
     std::fs::write(tree.join(grub::CFG), menu)?;
+    std::fs::create_dir_all(tree.join(".disk"))?;
+    std::fs::write(tree.join(secureboot::DISK_INFO), secureboot::disk_info())?;
     grub::mkimage(Target::BiosEltorito, work, &tree.join(ELTORITO))?;
-    let bootx64 = work.join("BOOTX64.EFI");
-    grub::mkimage(Target::Efi, work, &bootx64)?;
+    let chain = secureboot::chain(false)?;
+    let mut content = 0;
+    for (f, _) in chain.files() {
+        content += std::fs::metadata(f).with_context(|| format!("reading {}", f.display()))?.len();
+    }
     let efi = work.join("efi.img");
-    let size = (std::fs::metadata(&bootx64)?.len() + (512 << 10)).next_multiple_of(1 << 20);
+    let size = (content + (512 << 10)).next_multiple_of(1 << 20);
     std::fs::File::create(&efi)?.set_len(size)?;
-    Fat::format(&efi, 0, size, "FERRY-EFI", false)?.put(&bootx64, "/EFI/BOOT/BOOTX64.EFI")?;
+    let fat = Fat::format(&efi, 0, size, "FERRY-EFI", false)?;
+    for (f, at) in chain.files() {
+        fat.put(f, at)?;
+    }
     Ok(Staged { tree, efi })
 }
 

@@ -13,6 +13,7 @@ mod iso;
 mod kernel;
 mod media;
 mod pxe;
+mod secureboot;
 mod tools;
 
 use argh::FromArgs;

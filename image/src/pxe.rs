@@ -1,7 +1,9 @@
 //! `ferry-image pxe`: a directory to serve as a TFTP root: the kernel and initramfs, an iPXE
-//! script, a pxelinux config, GRUB network-boot programs for BIOS (`grub.0`) and UEFI
-//! (`grubx64.efi`) with their config, each menu with the default entry and optional per-MAC
-//! entries (`--host MAC=ARGS`), and a README with a dnsmasq configuration.
+//! script, a pxelinux config, GRUB's network-boot program for BIOS (`grub.0`) and the signed
+//! UEFI chain (`bootx64.efi` = shim, which loads Debian's signed network GRUB `grubx64.efi`
+//! from the same directory; it reads `grub/grub.cfg`, which picks the per-MAC menu by
+//! `$net_default_mac`), each menu with the default entry and optional per-MAC entries
+//! (`--host MAC=ARGS`), and a README with a dnsmasq configuration.
 
 use crate::grub::{self, Target, BASE_ARGS, DEBUG_ARGS};
 use anyhow::{bail, Context, Result};
@@ -12,6 +14,10 @@ pub const PXELINUX: &str = "pxelinux.cfg/default";
 pub const GRUB: &str = "grub.cfg";
 pub const GRUB_BIOS: &str = "grub.0";
 pub const GRUB_EFI: &str = "grubx64.efi";
+/// The UEFI boot file: shim, signed for Secure Boot.
+pub const SHIM_EFI: &str = "bootx64.efi";
+/// What the signed network GRUB reads (its prefix is `/grub` on the server).
+pub const GRUB_EFI_CFG: &str = "grub/grub.cfg";
 
 /// One `--host MAC=ARGS`: the MAC in lowercase with colons, and its extra kernel parameters.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,8 +85,9 @@ pub fn write(
     if out.exists() && std::fs::read_dir(out)?.next().is_some() && !out.join(IPXE).exists() {
         bail!("{} exists and is not a ferry PXE directory; give an empty or new directory", out.display());
     }
-    std::fs::create_dir_all(out.join("pxelinux.cfg"))
-        .with_context(|| format!("creating {}", out.display()))?;
+    for d in ["pxelinux.cfg", "grub"] {
+        std::fs::create_dir_all(out.join(d)).with_context(|| format!("creating {}", out.display()))?;
+    }
     for (from, name) in [(vmlinuz, "vmlinuz"), (initrd, "initramfs.img")] {
         std::fs::copy(from, out.join(name)).with_context(|| format!("copying {}", from.display()))?;
     }
@@ -100,9 +107,28 @@ pub fn write(
     }
     let work = crate::tools::work_beside(out)?;
     grub::mkimage(Target::NetBios, work.path(), &out.join(GRUB_BIOS))?;
-    grub::mkimage(Target::NetEfi, work.path(), &out.join(GRUB_EFI))?;
+    let chain = crate::secureboot::chain(true)?;
+    for (from, name) in [(&chain.shim, SHIM_EFI), (&chain.grub, GRUB_EFI), (&chain.mokmanager, "mmx64.efi")] {
+        std::fs::copy(from, out.join(name)).with_context(|| format!("copying {}", from.display()))?;
+    }
+    w(GRUB_EFI_CFG, efi_dispatch(hosts))?;
     w("README.md", readme())?;
     Ok(())
+}
+
+/// `grub/grub.cfg` for the signed network GRUB (which does not search `grub.cfg-01-<mac>` by
+/// itself): the booting NIC's per-MAC menu, else the default one.
+fn efi_dispatch(hosts: &[Host]) -> String {
+    let mut s = String::from("# ferry appliance (ferry-image pxe): the signed UEFI GRUB starts here.\n");
+    for h in hosts {
+        s.push_str(&format!(
+            "if [ \"$net_default_mac\" = \"{}\" ]; then configfile /grub.cfg-01-{}; fi\n",
+            h.mac,
+            h.mac.replace(':', "-")
+        ));
+    }
+    s.push_str("configfile /grub.cfg\n");
+    s
 }
 
 /// Every boot-menu file of a bundle in `dir` with the keyword its kernel lines start with.
@@ -126,8 +152,12 @@ fn readme() -> String {
 
 Serve this directory as the TFTP root. The bundle boots every common client by itself:
 
-- `grub.0`: GRUB for BIOS PXE ROMs; `grubx64.efi`: GRUB for UEFI network boot. Both read
-  `grub.cfg-01-<mac>` if it exists, else `grub.cfg`, from the server they booted from.
+- `grub.0`: GRUB for BIOS PXE ROMs; it reads `grub.cfg-01-<mac>` if it exists, else
+  `grub.cfg`, from the server it booted from.
+- `bootx64.efi`: UEFI network boot, with or without Secure Boot: Debian's shim (signed by
+  Microsoft's UEFI CA), which loads Debian's signed network GRUB `grubx64.efi` from this
+  directory; that GRUB reads `grub/grub.cfg`, which picks `grub.cfg-01-<mac>` or `grub.cfg`.
+  `mmx64.efi` is shim's MokManager.
 - `boot.ipxe`: for clients that already run iPXE (QEMU's NIC ROMs, iPXE builds); per-MAC
   entries jump by `${netX/mac}`.
 - `pxelinux.cfg/default`, `pxelinux.cfg/01-<mac>`: for sites that use pxelinux (copy `pxelinux.0`
@@ -147,7 +177,7 @@ dhcp-match=set:ipxe,175
 dhcp-match=set:efi64,option:client-arch,7
 dhcp-match=set:efi64,option:client-arch,9
 dhcp-boot=tag:ipxe,boot.ipxe
-dhcp-boot=tag:!ipxe,tag:efi64,grubx64.efi
+dhcp-boot=tag:!ipxe,tag:efi64,bootx64.efi
 dhcp-boot=tag:!ipxe,tag:!efi64,grub.0
 ```
 "

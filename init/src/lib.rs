@@ -14,6 +14,7 @@ pub mod oci;
 pub mod pid1;
 pub mod reaper;
 pub mod rehearse;
+pub mod secure;
 pub mod status;
 pub mod sysinfo;
 pub mod to_image;

@@ -65,6 +65,14 @@ pub fn run() -> ! {
 }
 
 fn boot(cfg: &Config, shared: &Shared) -> anyhow::Result<After> {
+    let security = crate::secure::probe();
+    log::info!(
+        "firmware: {}, secure boot {}, lockdown {}",
+        if security.uefi { "UEFI" } else { "BIOS" },
+        if security.secure_boot { "on" } else { "off" },
+        security.lockdown.as_deref().unwrap_or("unknown")
+    );
+    shared.lock().unwrap().security = security;
     State::set_phase(shared, Phase::Drivers);
     let loader = kmod::Loader::for_running_kernel()?;
     let mut problems = Vec::new();

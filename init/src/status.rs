@@ -47,6 +47,9 @@ pub struct State {
     pub modules_loaded: Vec<String>,
     /// No ferry.token was given: the appliance made one and showed it on its console.
     pub token_generated: bool,
+    /// UEFI, Secure Boot and the kernel's lockdown mode (flattened: `secure_boot`, `lockdown`).
+    #[serde(flatten)]
+    pub security: crate::secure::Security,
     /// The conversion report once conversion has run.
     pub conversion: Option<ferry_convert::Report>,
     /// The receiver's own status (transfer progress, failed authentications), when it runs.

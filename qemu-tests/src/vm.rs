@@ -38,6 +38,7 @@ pub struct VmBuilder {
     forwards: Vec<(u16, String, u16)>,
     nic: bool,
     uefi: bool,
+    secure_boot: bool,
     cdrom: Option<PathBuf>,
     tftp: Option<(PathBuf, String)>,
     no_rng: bool,
@@ -50,6 +51,10 @@ pub struct VmBuilder {
 /// OVMF firmware code and the variable store template (Debian's `ovmf` package).
 pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
 pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+/// OVMF built for Secure Boot (SMM) and a variable store with Microsoft's keys enrolled and
+/// Secure Boot enforcing.
+pub const OVMF_CODE_SB: &str = "/usr/share/OVMF/OVMF_CODE_4M.ms.fd";
+pub const OVMF_VARS_SB: &str = "/usr/share/OVMF/OVMF_VARS_4M.ms.fd";
 
 impl VmBuilder {
     pub fn new(name: &str) -> Self {
@@ -75,6 +80,13 @@ impl VmBuilder {
     pub fn disk(mut self, d: Disk) -> Self {
         self.disks.push(d);
         self
+    }
+
+    /// UEFI with Secure Boot enforcing and Microsoft's keys enrolled (q35 with SMM, as the
+    /// Secure Boot build of OVMF requires), with a fresh copy of that variable store.
+    pub fn secure_boot(mut self) -> Self {
+        self.secure_boot = true;
+        self.uefi()
     }
 
     /// UEFI firmware (OVMF) instead of SeaBIOS, with a fresh copy of the variable store.
@@ -152,10 +164,15 @@ impl VmBuilder {
             c.args(["-device", "virtio-rng-pci"]);
         }
         if self.uefi {
+            let (code, template) =
+                if self.secure_boot { (OVMF_CODE_SB, OVMF_VARS_SB) } else { (OVMF_CODE, OVMF_VARS) };
+            if self.secure_boot {
+                c.args(["-machine", "q35,smm=on", "-global", "driver=cfi.pflash01,property=secure,value=on"]);
+            }
             let vars = dir.path().join("OVMF_VARS.fd");
-            std::fs::copy(OVMF_VARS, &vars).with_context(|| format!("copying {OVMF_VARS}"))?;
+            std::fs::copy(template, &vars).with_context(|| format!("copying {template}"))?;
             c.arg("-drive")
-                .arg(format!("if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"))
+                .arg(format!("if=pflash,format=raw,unit=0,readonly=on,file={code}"))
                 .arg("-drive")
                 .arg(format!("if=pflash,format=raw,unit=1,file={}", vars.display()));
         }
@@ -205,6 +222,12 @@ impl VmBuilder {
             if let Some((dir, bootfile)) = &self.tftp {
                 netdev.push_str(&format!(",tftp={},bootfile={bootfile}", dir.display()));
                 nic.push_str(",bootindex=0");
+                if self.uefi {
+                    // OVMF's own network stack (EDK2's PXE, as UEFI firmware on hardware has)
+                    // instead of the iPXE option ROM, whose TFTP interface gives shim no file
+                    // size (shim then hashes its whole 4 MiB buffer and refuses GRUB).
+                    nic.push_str(",romfile=");
+                }
             }
             let at = |i: u8| self.nic_slot.map(|s| format!(",addr={:#x}", s + i)).unwrap_or_default();
             nic.push_str(&at(0));

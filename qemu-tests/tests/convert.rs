@@ -6,6 +6,7 @@
 //!   the negative control (the unconverted copy does not reach multi-user on virtio);
 //! - Debian 13, GPT + UEFI (ESP), xfs, dracut: virtio-blk under OVMF;
 //! - Debian 11, MBR, separate /boot, swap, root on LVM: virtio-blk;
+//! - Debian 11 in the RHEL layout, XFS root and a separate XFS /var on LVM (`scripts/matrix`);
 //! - two NICs with static addresses no DHCP server hands out, booted on a VM whose NICs sit in
 //!   other PCI slots than the transit VM's (behind other devices): each address on its NIC.
 
@@ -177,6 +178,29 @@ fn debian13_dracut_uefi_xfs_boots_on_virtio() {
     assert!(size > 2800 * MIB, "root filesystem not grown: {line}");
     assert!(field(&line, "mounts").contains("/boot/efi=/dev/vda1"), "{line}");
     assert!(field(&line, "addrs").contains(&format!("{nic}=10.0.2.15/24")), "{line}");
+}
+
+/// The RHEL layout on Debian 11: XFS root on vg0/root, a separate XFS /var on vg0/var, /boot
+/// on a partition. The PV grows with the disk, then the root LV and its XFS; /var keeps its size
+/// and mounts from its LV (or the boot would stop short of multi-user).
+#[test]
+#[ignore = "matrix: scripts/matrix runs it (debian11_mbr_lvm stands for LVM roots in scripts/test)"]
+fn debian11_xfs_root_and_var_on_lvm_boots_on_virtio() {
+    let t = tempfile::tempdir().unwrap();
+    let work = t.path().join("source.img");
+    fixture::copy(&fixture::xfs_lvm().unwrap(), &work).unwrap();
+    let target = t.path().join("target.img");
+    sparse_file(&target, 3072 * MIB).unwrap();
+    let (conv, _) = migrate(&work, &target);
+    assert_eq!(conv["root"], "/dev/mapper/vg0-root", "{conv:#}");
+    let grown = conv["grown_filesystem"].as_str().unwrap_or("");
+    assert!(grown.contains("vg0/root") && grown.contains("xfs"), "{conv:#}");
+    let line = boot(&target, Bus::Virtio, false);
+    assert_eq!(field(&line, "root"), "/dev/mapper/vg0-root", "{line}");
+    let size: u64 = field(&line, "rootsize").parse().unwrap();
+    assert!(size > 1536 * MIB, "root LV not grown: {line}");
+    assert!(field(&line, "mounts").contains("/boot=/dev/vda1"), "{line}");
+    assert!(field(&line, "addrs").contains("eth0=10.0.2.15/24"), "{line}");
 }
 
 #[test]

@@ -4,7 +4,13 @@
 //! - booted under QEMU (TCG) to the receiving appliance answering `/status` from the host: the
 //!   ISO from a CD under SeaBIOS and OVMF and written raw to a disk (the USB case) under both;
 //!   the disk image (qcow2 and raw) under SeaBIOS and OVMF; the PXE bundle through iPXE, GRUB's
-//!   BIOS PXE program and GRUB's UEFI network program, each with a per-MAC entry;
+//!   BIOS PXE program and the signed UEFI chain (shim, Debian's signed network GRUB), each with a
+//!   per-MAC entry;
+//! - under Secure Boot (OVMF with Microsoft's keys enrolled): the ISO from a CD boots through
+//!   shim and Debian's signed GRUB and kernel to an appliance that reports `secure_boot: true`
+//!   and lockdown `integrity` with its modules loaded, and an unsigned GRUB in the same place is
+//!   refused by the firmware; `scripts/matrix` also boots the ISO as a disk, the disk image and
+//!   UEFI PXE that way and migrates the Debian 12 system into the appliance booted so;
 //! - a customized ISO uses its embedded token: `ferry send` with it is accepted, the token
 //!   embedded before it is refused; the appliance's own boot disk is never a target.
 
@@ -241,8 +247,116 @@ fn media_boot_on_bios_and_uefi() {
     boot(VmBuilder::new("pxe").tftp(&m.pxe, "boot.ipxe"), &target, "PXE, iPXE script, SeaBIOS");
     boot(VmBuilder::new("pxe-grub").tftp(&m.pxe, "grub.0"), &target, "PXE, GRUB (grub.0), SeaBIOS");
     boot(
-        VmBuilder::new("pxe-uefi").uefi().tftp(&m.pxe, "grubx64.efi"),
+        VmBuilder::new("pxe-uefi").uefi().tftp(&m.pxe, "bootx64.efi"),
         &target,
-        "PXE, GRUB (grubx64.efi), OVMF",
+        "PXE, shim (bootx64.efi) and signed GRUB, OVMF",
     );
+}
+
+/// Boots `b` under Secure Boot to the receiving appliance and checks it says so: Secure Boot on,
+/// the kernel locked down, its (signed) modules loaded without a problem.
+fn boot_secure(b: VmBuilder, target: &Path, what: &str) -> (Vm, u16) {
+    let (vm, st, data) = boot(b.secure_boot(), target, what);
+    assert_eq!(
+        (st["uefi"].as_bool(), st["secure_boot"].as_bool(), st["lockdown"].as_str()),
+        (Some(true), Some(true), Some("integrity")),
+        "{what}: {st:#}"
+    );
+    assert!(!st["modules_loaded"].as_array().unwrap().is_empty(), "{what}: no module loaded: {st:#}");
+    let problems = st["problems"].to_string();
+    assert!(!problems.contains("module"), "{what}: {problems}");
+    (vm, data)
+}
+
+/// The representative Secure Boot case for `./scripts/test`: the ISO on a CD, and the negative
+/// control — the same firmware refuses an unsigned GRUB where shim was.
+#[test]
+fn secure_boot_iso_and_an_unsigned_grub_refused() {
+    let m = media();
+    let t = tempfile::tempdir().unwrap();
+    let target = t.path().join("target.img");
+    sparse_file(&target, 300 * MIB).unwrap();
+    boot_secure(VmBuilder::new("sb-iso").cdrom(&m.iso), &target, "ISO, CD, Secure Boot");
+
+    // An unsigned GRUB (grub-mkimage, as ferry's media had before) as BOOTX64.EFI of the disk
+    // image: the firmware must not start it, so the appliance never answers.
+    let img = t.path().join("unsigned.img");
+    std::fs::copy(&m.disk_raw, &img).unwrap();
+    let grub = t.path().join("BOOTX64.EFI");
+    run(Command::new("grub-mkimage")
+        .args(["-O", "x86_64-efi", "-p", "/boot/grub", "-o"])
+        .arg(&grub)
+        .args(["normal", "linux", "search", "part_gpt", "fat"]))
+    .unwrap();
+    let esp_start = {
+        let info = run(Command::new("sgdisk").arg("-i").arg("2").arg(&img)).unwrap();
+        let first = info.lines().find(|l| l.starts_with("First sector")).unwrap();
+        first.split_whitespace().nth(2).unwrap().parse::<u64>().unwrap() * 512
+    };
+    run(Command::new("mcopy")
+        .arg("-o")
+        .arg("-i")
+        .arg(format!("{}@@{esp_start}", img.display()))
+        .arg(&grub)
+        .arg("::/EFI/BOOT/BOOTX64.EFI"))
+    .unwrap();
+    let status = free_port();
+    let mut vm = VmBuilder::new("sb-unsigned")
+        .secure_boot()
+        .disk(Disk::new(&img, Bus::Virtio, "APPLIANCE"))
+        .disk(Disk::new(&target, Bus::Virtio, "TARGET0"))
+        .forward(status, "", 8080)
+        .start()
+        .unwrap();
+    // OVMF's boot manager says why it did not start the boot option.
+    let refused = vm.wait_serial("Access Denied", Duration::from_secs(150));
+    let serial = vm.serial();
+    assert!(refused.is_ok(), "no refusal from the firmware:\n{serial}");
+    assert!(vm.wait_phase(status, "ready", Duration::from_secs(5)).is_err(), "the appliance answered");
+    assert!(!serial.contains("ferry: "), "the appliance started: {serial}");
+}
+
+/// Every medium under Secure Boot, and a whole migration into the appliance booted so.
+#[test]
+#[ignore = "matrix: scripts/matrix runs it (the ISO stands for the media in scripts/test)"]
+fn secure_boot_every_medium_and_a_migration() {
+    let m = media();
+    let t = tempfile::tempdir().unwrap();
+    let target = t.path().join("target.img");
+    sparse_file(&target, 300 * MIB).unwrap();
+    let usb = t.path().join("usb.img");
+    std::fs::copy(&m.iso, &usb).unwrap();
+    boot_secure(
+        VmBuilder::new("sb-usb").disk(Disk::new(&usb, Bus::Virtio, "USB")),
+        &target,
+        "ISO as a disk, Secure Boot",
+    );
+    boot_secure(VmBuilder::new("sb-pxe").tftp(&m.pxe, "bootx64.efi"), &target, "PXE, shim, Secure Boot");
+
+    // The disk image, then the Debian 12 Xen guest sent into it, converted under lockdown.
+    let big = t.path().join("big.img");
+    sparse_file(&big, 3072 * MIB).unwrap();
+    let src = t.path().join("source.img");
+    ferry_qemu_tests::fixture::copy(
+        &ferry_qemu_tests::fixture::debian_xen("bookworm", 2048, "gpt-bios-ext4").unwrap(),
+        &src,
+    )
+    .unwrap();
+    let (vm, data) = boot_secure(
+        VmBuilder::new("sb-disk").memory(1536).disk(Disk::new(&m.disk_raw, Bus::Virtio, "APPLIANCE")),
+        &big,
+        "disk image, Secure Boot",
+    );
+    let out = Command::new(binary("ferry"))
+        .args(["send", "--json", "--to", &format!("127.0.0.1:{data}"), "--token", NEW_TOKEN])
+        .arg("--disk")
+        .arg(format!("{}=TARGET0", src.display()))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}\n{}", String::from_utf8_lossy(&out.stderr), vm.serial());
+    let report: Value =
+        serde_json::from_str(stdout.lines().rfind(|l| l.contains("\"report\"")).unwrap()).unwrap();
+    let conv = &report["report"]["receiver_report"];
+    assert_eq!(conv["ok"], true, "conversion under Secure Boot: {conv:#}");
 }

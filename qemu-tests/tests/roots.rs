@@ -4,6 +4,9 @@
 //!   found in its subvolume, mounted with fstab's `subvol=` options, the btrfs module kept in the
 //!   initramfs, `root=` by UUID with `rootflags=subvol=@` kept, the filesystem grown with the
 //!   partition (BTRFS_IOC_RESIZE), GRUB still reading its files from inside `@`.
+//!
+//! (LVM roots need device-mapper, which host mode may lack: those go through the appliance, in
+//! `convert.rs`.)
 
 use ferry_qemu_tests::{binary, fixture, stage, Bus, Disk, VmBuilder};
 use std::path::Path;
@@ -57,24 +60,5 @@ fn btrfs_subvolume_root_boots_on_virtio() {
     assert!(field(&line, "cmdline_root").starts_with("UUID="), "{line}");
     let size: u64 = field(&line, "rootsize").parse().unwrap();
     assert!(size > 2560 * MIB, "root not grown: {line}");
-    assert!(field(&line, "addrs").contains("eth0=10.0.2.15/24"), "{line}");
-}
-
-/// The RHEL layout on Debian 11: XFS root on vg0/root, a separate XFS /var on vg0/var, /boot
-/// on a partition. The PV grows with the disk, then the root LV and its XFS; /var keeps its
-/// size and mounts from its LV.
-#[test]
-fn xfs_root_on_lvm_with_separate_var_boots_on_virtio() {
-    let t = tempfile::tempdir().unwrap();
-    let img = t.path().join("disk.img");
-    fixture::copy(&fixture::xfs_lvm().unwrap(), &img).unwrap();
-    let rep = convert(&img, 3072, &t.path().join("work"));
-    let grown = rep["grown_filesystem"].as_str().unwrap_or("");
-    assert!(grown.contains("vg0/root") && grown.contains("xfs"), "{rep:#}");
-    let line = boot(&img, "xfs-lvm");
-    assert_eq!(field(&line, "root"), "/dev/mapper/vg0-root", "{line}");
-    let size: u64 = field(&line, "rootsize").parse().unwrap();
-    assert!(size > 1536 * MIB, "root not grown: {line}");
-    assert!(field(&line, "mounts").contains("/boot=/dev/vda1"), "{line}");
     assert!(field(&line, "addrs").contains("eth0=10.0.2.15/24"), "{line}");
 }

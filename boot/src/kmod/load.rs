@@ -92,6 +92,15 @@ impl Loader {
             }
             // No such device: the driver found nothing to bind (e.g. a platform probe); harmless.
             Err(nix::errno::Errno::ENODEV) => Ok(()),
+            // Under kernel lockdown (Secure Boot) only modules signed by a trusted key load.
+            Err(
+                e @ (nix::errno::Errno::EKEYREJECTED | nix::errno::Errno::ENOKEY | nix::errno::Errno::EPERM),
+            ) => Err(anyhow::anyhow!(
+                "loading module {name} from {}: {e}: the kernel refuses it — under Secure Boot \
+                     (kernel lockdown) only modules signed by the kernel's vendor load; use the \
+                     distribution's own signed module",
+                path.display()
+            )),
             Err(e) => Err(anyhow::anyhow!("loading module {name} from {}: {e}", path.display())),
         }
     }

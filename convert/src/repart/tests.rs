@@ -68,6 +68,19 @@ fn gpt_relocation_keeps_slots_and_is_clean() {
 }
 
 #[test]
+fn gpt_grows_a_btrfs_last() {
+    let t = tempfile::tempdir().unwrap();
+    let img = t.path().join("d.img").display().to_string();
+    sh(&format!("truncate -s 200M {img} && sgdisk -n1:2048:+1M -t1:ef02 -n2:0:0 -t2:8300 {img} >/dev/null"));
+    sh(&format!(
+        "truncate -s 150M {img}.fs && mkfs.btrfs -q -f {img}.fs && dd if={img}.fs of={img} bs=1M seek=2 conv=notrunc status=none && truncate -s 400M {img}"
+    ));
+    let mut f = std::fs::OpenOptions::new().read(true).write(true).open(&img).unwrap();
+    let r = repartition(&mut f, true).unwrap();
+    assert_eq!(r.grown.as_ref().map(|g| g.number), Some(2), "{r:?}");
+}
+
+#[test]
 fn gpt_does_not_grow_swap_last() {
     let t = tempfile::tempdir().unwrap();
     let img = t.path().join("d.img").display().to_string();

@@ -221,7 +221,7 @@ pub fn stack_items(sys: &Sys, mounts: &[Mount], sources: &[BTreeSet<String>]) ->
     if let Some(r) = root.filter(|r| r.fstype == "btrfs" && sent) {
         out.push(
             Item::new("storage-btrfs-root", Level::Warning, "btrfs root", format!("/ is btrfs ({})", r.source))
-                .fix("btrfs subvolume roots are not proven to convert yet: rehearse the migrated system before cutover"),
+                .fix("a root in one subvolume (`@`, with others such as `@home` mounted by fstab) is proven to convert; snapshot-booting layouts (snapper's default subvolume) are not: rehearse the migrated system before cutover"),
         );
     }
     for m in mounts.iter().filter(|m| sent && stack::is_network(&m.fstype)) {
