@@ -20,8 +20,7 @@ pub struct Mount {
 impl Mount {
     /// Mounts `src` on `target`, a directory ferry owns (created when missing).
     pub fn new(src: &Path, target: &Path, fstype: Option<&str>, flags: MsFlags) -> Result<Self> {
-        std::fs::create_dir_all(target).with_context(|| format!("creating {}", target.display()))?;
-        Self::on(src, target, fstype, flags)
+        Self::with_data(src, target, fstype, flags, None)
     }
 
     /// [`new`](Self::new) with filesystem options (`subvol=@` of a btrfs subvolume).

@@ -13,19 +13,6 @@ fn map(img: &std::path::Path) -> layout::Part {
     layout::analyze(&f).unwrap().parts.remove(0)
 }
 
-/// Files of the filesystem in `img` (mounted read-only) with their contents' hashes.
-fn files(img: &std::path::Path, at: &std::path::Path) -> Vec<(String, [u8; 32])> {
-    let size = std::fs::metadata(img).unwrap().len();
-    let l = Loop::new(img, 0, size);
-    let m = Mnt::new(&l.0, at);
-    let out = sh(&format!("cd {} && find . -type f | sort", m.0.display()))
-        .lines()
-        .map(|f| (f.to_string(), *blake3::hash(&std::fs::read(m.0.join(f)).unwrap()).as_bytes()))
-        .collect();
-    drop(m);
-    out
-}
-
 #[test]
 fn unused_inode_tables_and_a_clean_journal_stay_out_and_the_copy_checks_clean() {
     let t = tempfile::tempdir().unwrap();
@@ -40,7 +27,7 @@ fn unused_inode_tables_and_a_clean_journal_stay_out_and_the_copy_checks_clean() 
     // Less was read than the blocks the bitmaps call used.
     assert!(rep.disks[0].extent_bytes + p.inode_table_bytes + p.journal_bytes <= 512 * MIB - p.free_bytes);
     sh(&format!("e2fsck -fn {}", tgt.display()));
-    assert_eq!(files(&src, &t.path().join("m1")), files(&tgt, &t.path().join("m2")));
+    assert_eq!(files_of(&src, &t.path().join("m1")), files_of(&tgt, &t.path().join("m2")));
     // The target still holds its random bytes where the journal log was: never written.
     let f = std::fs::File::open(&tgt).unwrap();
     let l = layout::analyze(&std::fs::File::open(&src).unwrap()).unwrap();
@@ -79,5 +66,5 @@ fn a_journal_that_needs_recovery_is_sent_whole_and_replays_on_the_target() {
         assert!(out.status.code().unwrap_or(8) < 4, "{}", String::from_utf8_lossy(&out.stdout));
         sh(&format!("e2fsck -fn {}", img.display()));
     }
-    assert_eq!(files(&src, &t.path().join("m1")), files(&tgt, &t.path().join("m2")));
+    assert_eq!(files_of(&src, &t.path().join("m1")), files_of(&tgt, &t.path().join("m2")));
 }

@@ -14,19 +14,6 @@ fn layout_of(img: &std::path::Path) -> layout::Layout {
     layout::analyze(&std::fs::File::open(img).unwrap()).unwrap()
 }
 
-/// Files of the filesystem image `img` with their contents' hashes.
-fn files(img: &std::path::Path, at: &std::path::Path) -> Vec<(String, [u8; 32])> {
-    let size = std::fs::metadata(img).unwrap().len();
-    let l = Loop::new(img, 0, size);
-    let m = Mnt::new(&l.0, at);
-    let out = sh(&format!("cd {} && find . -type f | sort", m.0.display()))
-        .lines()
-        .map(|f| (f.to_string(), *blake3::hash(&std::fs::read(m.0.join(f)).unwrap()).as_bytes()))
-        .collect();
-    drop(m);
-    out
-}
-
 #[test]
 fn lvs_are_read_through_the_volume_group_and_the_copy_checks_clean() {
     let t = tempfile::tempdir().unwrap();
@@ -66,7 +53,7 @@ fn lvs_are_read_through_the_volume_group_and_the_copy_checks_clean() {
     let copy = t.path().join("root-copy.img");
     lvm::read_lv(&tgt, &lvs[0], &copy);
     sh(&format!("e2fsck -fn {}", copy.display()));
-    assert_eq!(files(&root, &t.path().join("m1")), files(&copy, &t.path().join("m2")));
+    assert_eq!(files_of(&root, &t.path().join("m1")), files_of(&copy, &t.path().join("m2")));
     let data = t.path().join("data-copy.img");
     lvm::read_lv(&tgt, &lvs[2], &data);
     assert_eq!(file_hash(&data), file_hash(&raw));

@@ -352,6 +352,19 @@ pub fn cutting_proxy(upstream: SocketAddr, limit: u64) -> (SocketAddr, Arc<Atomi
     (addr, fwd)
 }
 
+/// Files of the filesystem image `img` (mounted at `at` while read) with their contents' hashes.
+pub fn files_of(img: &Path, at: &Path) -> Vec<(String, [u8; 32])> {
+    let size = std::fs::metadata(img).unwrap().len();
+    let l = Loop::new(img, 0, size);
+    let m = Mnt::new(&l.0, at);
+    let out = sh(&format!("cd {} && find . -type f | sort", m.0.display()))
+        .lines()
+        .map(|f| (f.to_string(), *blake3::hash(&std::fs::read(m.0.join(f)).unwrap()).as_bytes()))
+        .collect();
+    drop(m);
+    out
+}
+
 /// An ext4 image of `mib` MiB with `files` files of `file_kib` KiB of pseudo-random data.
 pub fn ext4_with_files(dir: &Path, mib: u64, files: usize, file_kib: usize) -> std::path::PathBuf {
     std::fs::create_dir_all(dir).unwrap();
