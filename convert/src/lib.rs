@@ -105,6 +105,7 @@ fn inspect_candidate(
     at: &Path,
     parts: &[Part],
     map: &rewrite::DevMap,
+    unmountable: &mut Vec<String>,
 ) -> Result<Option<inspect::System>> {
     let fs = p.fstype.map(|f| f.name());
     let ro = nix::mount::MsFlags::MS_RDONLY;
@@ -112,6 +113,7 @@ fn inspect_candidate(
         Ok(m) => m,
         Err(e) => {
             log::warn!("convert: {e:#}");
+            unmountable.push(format!("{} ({})", p.dev.display(), e.root_cause()));
             return Ok(None);
         }
     };
@@ -130,6 +132,7 @@ fn inspect_candidate(
             Ok(m) => m,
             Err(e) => {
                 log::warn!("convert: {e:#}");
+                unmountable.push(format!("{} subvolume {name} ({})", p.dev.display(), e.root_cause()));
                 return Ok(None);
             }
         };
@@ -182,14 +185,21 @@ fn root_subvolume(g: &guest::GuestRoot, at: &Path) -> Option<String> {
 fn find_root<'a>(parts: &'a [Part], work: &Path) -> Result<(&'a Part, inspect::System)> {
     let probe_dir = work.join("probe");
     let map = device_map(parts);
+    let mut unmountable = Vec::new();
     for p in parts.iter().filter(|p| mount::root_candidate(p.fstype)) {
-        if let Some(sys) = inspect_candidate(p, &probe_dir, parts, &map)
+        if let Some(sys) = inspect_candidate(p, &probe_dir, parts, &map, &mut unmountable)
             .with_context(|| format!("inspecting {}", p.dev.display()))?
         {
             return Ok((p, sys));
         }
     }
-    bail!("no partition holds a Linux root filesystem (/etc/fstab and os-release)")
+    if unmountable.is_empty() {
+        bail!("no partition holds a Linux root filesystem (/etc/fstab and os-release)")
+    }
+    bail!(
+        "no partition holds a Linux root filesystem (/etc/fstab and os-release); these did not mount: {}",
+        unmountable.join(", ")
+    )
 }
 
 /// The partition devices made to match the tables on disk, probed, plus the LVs activated on

@@ -94,3 +94,27 @@ fn two_candidate_roots_are_not_guessed_at() {
     let e = ferry_convert::open_system(&[img], &mut host, &t.path().join("w")).err().unwrap();
     assert!(format!("{e:#}").contains("no partition holds a Linux root"), "{e:#}");
 }
+
+/// A candidate that does not mount (here an ext4 with an incompatible feature this kernel does
+/// not know) is named in the error with the kernel's reason, instead of a bare "no root".
+#[test]
+fn a_root_that_does_not_mount_is_named() {
+    if skip() {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let img = t.path().join("disk.img");
+    sh(&format!("truncate -s 100M {0} && sgdisk -n1:2048:0 -t1:8300 {0} >/dev/null", img.display()));
+    let fs = t.path().join("fs.img");
+    sh(&format!("truncate -s 64M {0} && mkfs.ext4 -q -F {0}", fs.display()));
+    // s_feature_incompat (superblock offset 0x60) gains an unknown bit.
+    sh(&format!(
+        "printf '\\x80' | dd of={} bs=1 seek=$((1024 + 0x63)) count=1 conv=notrunc status=none",
+        fs.display()
+    ));
+    sh(&format!("dd if={} of={} bs=1M seek=1 conv=notrunc,sparse status=none", fs.display(), img.display()));
+    let mut host = Host::default();
+    let e = ferry_convert::open_system(&[img], &mut host, &t.path().join("w")).err().unwrap();
+    let e = format!("{e:#}");
+    assert!(e.contains("these did not mount: /dev/loop"), "{e}");
+}
