@@ -196,10 +196,9 @@ pub fn nm_keyfile_mac(text: &str) -> Option<String> {
     text.lines().find_map(|l| {
         let t = l.trim();
         netcfg::keyfile_section(t, &mut sec);
-        (sec == "[ethernet]")
-            .then(|| t.strip_prefix("mac-address="))
-            .flatten()
-            .map(|v| v.trim().to_ascii_lowercase())
+        netcfg::keyfile_kv(t)
+            .filter(|(k, _)| sec == "[ethernet]" && *k == "mac-address")
+            .map(|(_, v)| v.to_ascii_lowercase())
     })
 }
 

@@ -165,9 +165,10 @@ fn inspect_candidate(
     Ok(Some(sys))
 }
 
-/// The one directory at the top of a btrfs filesystem that holds a Linux root (a subvolume
-/// such as `@`); `None` when there is none or more than one. Only real directories are looked
-/// at (never through a symlink), at most 256 entries.
+/// The directory at the top of a btrfs filesystem that holds a Linux root (a subvolume such as
+/// `@`): the only one, or `@` among several (apt-btrfs-snapshot keeps `@apt-snapshot-*` copies
+/// beside it); `None` otherwise. Only real directories are looked at (never through a symlink),
+/// at most 256 entries.
 fn root_subvolume(g: &guest::GuestRoot, at: &Path) -> Option<String> {
     let mut found = Vec::new();
     for name in g.list("").ok()?.into_iter().take(256) {
@@ -178,7 +179,10 @@ fn root_subvolume(g: &guest::GuestRoot, at: &Path) -> Option<String> {
             found.push(name);
         }
     }
-    (found.len() == 1).then(|| found.remove(0))
+    match found.len() {
+        1 => found.pop(),
+        _ => found.into_iter().find(|n| n == "@"),
+    }
 }
 
 /// Finds the root filesystem by mounting candidates read-only.

@@ -170,10 +170,16 @@ pub fn networkd(text: &str, old: &str, new: &str, macs: &[String]) -> String {
     out
 }
 
+/// Tracks the section of a keyfile line (`[802-3-ethernet]` is the long name of `[ethernet]`).
 pub(crate) fn keyfile_section(t: &str, cur: &mut String) {
     if t.starts_with('[') && t.ends_with(']') {
-        *cur = t.to_string();
+        *cur = if t == "[802-3-ethernet]" { "[ethernet]".to_string() } else { t.to_string() };
     }
+}
+
+/// A keyfile `key=value` line, spaces around `=` allowed.
+pub(crate) fn keyfile_kv(t: &str) -> Option<(&str, &str)> {
+    t.split_once('=').map(|(k, v)| (k.trim(), v.trim()))
 }
 
 /// NetworkManager keyfile: MAC bindings out (`[ethernet] mac-address=`; the connection then
@@ -184,7 +190,8 @@ pub fn nm_keyfile_unbind(text: &str) -> String {
     for line in text.split_inclusive('\n') {
         let t = line.trim();
         keyfile_section(t, &mut sec);
-        if sec == "[ethernet]" && (t.starts_with("mac-address=") || t.starts_with("mac-address-blacklist=")) {
+        let key = keyfile_kv(t).map(|kv| kv.0);
+        if sec == "[ethernet]" && matches!(key, Some("mac-address" | "mac-address-blacklist")) {
             continue;
         }
         out.push_str(line);
@@ -335,6 +342,12 @@ iface eth1 inet dhcp
         assert_eq!(
             nm_keyfile_unbind(&named),
             "[connection]\nid=Wired connection 1\ntype=ethernet\ninterface-name=eth0\n\n[ethernet]\n\n[ipv4]\nmethod=manual\n"
+        );
+        // The long section name and spaces around `=`, as some writers use them.
+        let long = "[connection]\nid=w\n[802-3-ethernet]\nmac-address = 00:16:3e:5e:6c:01\n";
+        assert_eq!(
+            nm_keyfile_unbind(&nm_keyfile(long, "mac:00:16:3e:5e:6c:01", "eth0", &macs)),
+            "[connection]\nid=w\ninterface-name=eth0\n[802-3-ethernet]\n"
         );
         // Another NIC's MAC: left alone.
         assert_eq!(

@@ -1,7 +1,7 @@
 //! A btrfs root in a subvolume (`@`, with `/home` in `@home`, as Debian's and Ubuntu's
 //! installers lay it out) is found and mounted as that subvolume, and fstab's `subvol=` options
 //! choose what is mounted below it. A top-level symlink is never followed in the search, and a
-//! filesystem with two candidate roots is not guessed at. Real btrfs on a GPT image, opened the
+//! filesystem with two candidate roots (neither `@`) is not guessed at. Real btrfs on a GPT image, opened the
 //! way `ferry-init convert` and `rehearse` open a system (`open_system`, host machine).
 
 use ferry_convert::machine::Host;
@@ -85,7 +85,7 @@ fn two_candidate_roots_are_not_guessed_at() {
     }
     let t = tempfile::tempdir().unwrap();
     let img = disk(t.path(), |m| {
-        for s in ["@", "@old"] {
+        for s in ["root-a", "root-b"] {
             sh(&format!("btrfs subvolume create {}/{s} >/dev/null", m.display()));
             debian_root(&m.join(s), &format!("/dev/xvda1 / btrfs subvol={s} 0 0\n"));
         }
@@ -93,6 +93,24 @@ fn two_candidate_roots_are_not_guessed_at() {
     let mut host = Host::default();
     let e = ferry_convert::open_system(&[img], &mut host, &t.path().join("w")).err().unwrap();
     assert!(format!("{e:#}").contains("no partition holds a Linux root"), "{e:#}");
+}
+
+/// `@` beside snapshots of itself (apt-btrfs-snapshot's `@apt-snapshot-…`) is the root.
+#[test]
+fn at_is_the_root_beside_its_snapshots() {
+    if skip() {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let img = disk(t.path(), |m| {
+        for s in ["@", "@apt-snapshot-2026-12-01_10:00:00"] {
+            sh(&format!("btrfs subvolume create '{}/{s}' >/dev/null", m.display()));
+            debian_root(&m.join(s), &format!("/dev/xvda1 / btrfs subvol={s} 0 0\n"));
+        }
+    });
+    let mut host = Host::default();
+    let o = ferry_convert::open_system(&[img], &mut host, &t.path().join("w")).unwrap();
+    assert_eq!(o.sys.root_subvol.as_deref(), Some("@"));
 }
 
 /// A candidate that does not mount (here an ext4 with an incompatible feature this kernel does

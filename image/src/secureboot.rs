@@ -13,9 +13,9 @@
 //! `grubnetx64.efi` reads `grub.cfg` from the TFTP server it was loaded from.
 //!
 //! The files come from Debian's packages `shim-signed`, `shim-helpers-amd64-signed` and
-//! `grub-efi-amd64-signed`: installed (under `/usr/lib`), or unpacked without installing into
-//! `$FERRY_SECUREBOOT` (`scripts/setup` unpacks them into `$FERRY_CACHE/secureboot`: their
-//! maintainer scripts would run grub-install on a UEFI build host).
+//! `grub-efi-amd64-signed`, unpacked without installing (`scripts/setup` unpacks them into
+//! `$FERRY_CACHE/secureboot`: their maintainer scripts would run grub-install on a UEFI build
+//! host) or named by `$FERRY_SECUREBOOT`; a copy installed under `/usr/lib` is the last resort.
 
 use anyhow::{bail, Result};
 use std::path::{Path, PathBuf};
@@ -41,8 +41,11 @@ impl Chain {
     }
 }
 
+/// Where to look, in order: the root named explicitly, the one `scripts/setup` unpacked from
+/// Debian's packages, then this host's own (on a non-Debian host that would be another
+/// vendor's shim, which does not trust Debian's kernel).
 fn roots() -> Vec<PathBuf> {
-    let mut out = vec![PathBuf::from("/")];
+    let mut out = Vec::new();
     if let Some(d) = std::env::var_os("FERRY_SECUREBOOT") {
         out.push(PathBuf::from(d));
     }
@@ -50,6 +53,7 @@ fn roots() -> Vec<PathBuf> {
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/ferry")));
     out.extend(cache.map(|c| c.join("secureboot")));
+    out.push(PathBuf::from("/"));
     out
 }
 

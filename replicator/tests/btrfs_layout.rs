@@ -76,4 +76,10 @@ fn a_damaged_chunk_tree_sends_the_device_whole() {
     let l = layout::analyze(&img).unwrap();
     assert_eq!(l.extent_bytes, img.len() as u64, "{l:?}");
     assert!(l.notes.iter().any(|n| n.contains("btrfs") && n.contains("chunk tree")), "{:?}", l.notes);
+    // The target of a device replace in progress (devid 0): whole, whatever its chunks say.
+    let mut img = std::fs::read(&src).unwrap();
+    img[0x10000 + 0xc9..0x10000 + 0xd1].copy_from_slice(&0u64.to_le_bytes());
+    let l = layout::analyze(&img).unwrap();
+    assert_eq!(l.extent_bytes, img.len() as u64, "{l:?}");
+    assert!(l.notes.iter().any(|n| n.contains("device replace")), "{:?}", l.notes);
 }

@@ -62,7 +62,12 @@ impl Value {
 struct Lexer<'a> {
     s: &'a [u8],
     i: usize,
+    /// Sections and lists open now; bounded so hostile text cannot exhaust the stack.
+    depth: usize,
 }
+
+/// Deepest nesting of sections and lists accepted (lvm's own metadata nests 5 deep).
+const MAX_DEPTH: usize = 64;
 
 impl Lexer<'_> {
     fn skip_ws(&mut self) {
@@ -127,11 +132,13 @@ impl Lexer<'_> {
             }
             Some(b'[') => {
                 self.i += 1;
+                self.enter()?;
                 let mut items = Vec::new();
                 loop {
                     match self.peek() {
                         Some(b']') => {
                             self.i += 1;
+                            self.depth -= 1;
                             return Ok(Value::List(items));
                         }
                         Some(b',') => self.i += 1,
@@ -149,6 +156,12 @@ impl Lexer<'_> {
             other => bail!("LVM metadata: unexpected {:?} at byte {}", other.map(char::from), self.i),
         }
     }
+    fn enter(&mut self) -> Result<()> {
+        self.depth += 1;
+        ensure!(self.depth <= MAX_DEPTH, "LVM metadata: nested deeper than {MAX_DEPTH} at byte {}", self.i);
+        Ok(())
+    }
+
     fn section_body(&mut self, top: bool) -> Result<BTreeMap<String, Value>> {
         let mut m = BTreeMap::new();
         loop {
@@ -164,7 +177,9 @@ impl Lexer<'_> {
                     let k = self.ident()?;
                     if self.peek() == Some(b'{') {
                         self.i += 1;
+                        self.enter()?;
                         m.insert(k, Value::Section(self.section_body(false)?));
+                        self.depth -= 1;
                     } else {
                         self.expect(b'=')?;
                         m.insert(k, self.value()?);
@@ -177,7 +192,7 @@ impl Lexer<'_> {
 
 /// Parses metadata text into its top-level section.
 pub fn parse(text: &str) -> Result<Value> {
-    let mut l = Lexer { s: text.as_bytes(), i: 0 };
+    let mut l = Lexer { s: text.as_bytes(), i: 0, depth: 0 };
     Ok(Value::Section(l.section_body(true)?))
 }
 
@@ -235,6 +250,9 @@ pub fn metadata_text(area: &[u8]) -> Result<String> {
     let size = u64le(area, 32);
     let (off, len) = (u64le(area, 40), u64le(area, 48));
     ensure!(off != 0 && len != 0, "the LVM metadata area is empty");
+    // RAW_LOCN_IGNORED (`pvchange --metadataignore`, `vgmetadatacopies`): lvm stops updating the
+    // area and skips it; its text is stale and must not be trusted.
+    ensure!(u32le(area, 60) & 1 == 0, "the LVM metadata area is marked ignored; its text is stale");
     ensure!(
         size <= area.len() as u64 && off >= SECTOR as u64 && off < size && len <= size - SECTOR as u64,
         "LVM metadata of {len} bytes at {off} does not fit its area ({size} bytes, {} read)",

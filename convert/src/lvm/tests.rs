@@ -173,6 +173,14 @@ fn metadata_area_plain_wrapped_and_corrupt() {
     bad[700] ^= 1;
     assert!(format!("{:#}", meta::metadata_text(&bad).unwrap_err()).contains("checksum"));
     assert!(meta::metadata_text(&[0u8; 4096]).is_err());
+    // Nesting that would exhaust the stack is refused.
+    assert!(format!("{:#}", meta::parse(&"a{".repeat(100_000)).unwrap_err()).contains("nested deeper"));
+    assert!(format!("{:#}", meta::parse(&format!("a = {}", "[".repeat(100_000))).unwrap_err())
+        .contains("nested deeper"));
+    // An ignored area (metadataignore) holds stale text with a valid checksum: refused.
+    let mut ignored = area(t, 512, 8192);
+    ignored[60] |= 1;
+    assert!(format!("{:#}", meta::metadata_text(&ignored).unwrap_err()).contains("ignored"));
 }
 
 fn label_head(mda: (u64, u64)) -> Vec<u8> {

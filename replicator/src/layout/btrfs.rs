@@ -20,6 +20,8 @@ const HEADER: usize = 101;
 const CHUNK_ITEM: u8 = 228;
 const MAX_NODES: usize = 1 << 16;
 const MAX_LEVEL: u8 = 7;
+/// Most stripes kept in memory from the chunk tree (a real filesystem has a few thousand).
+const MAX_STRIPES: usize = 1 << 20;
 
 const RAID0: u64 = 1 << 3;
 const RAID1: u64 = 1 << 4;
@@ -134,6 +136,7 @@ impl Dev<'_> {
 fn chunk_tree(dev: &Dev, sys: &[Chunk], root: u64, root_level: u8) -> Result<Vec<Chunk>> {
     let mut out = Vec::new();
     let mut seen = BTreeSet::new();
+    let mut stripes = 0usize;
     let mut stack = vec![(root, root_level)];
     while let Some((logical, want)) = stack.pop() {
         ensure!(seen.insert(logical), "the chunk tree reaches node {logical} twice");
@@ -158,7 +161,10 @@ fn chunk_tree(dev: &Dev, sys: &[Chunk], root: u64, root_level: u8) -> Result<Vec
             let (off, size) = (u32_at(&b, it + 17) as usize, u32_at(&b, it + 21) as usize);
             let data = off.checked_add(HEADER).and_then(|s| b.get(s..s.checked_add(size)?));
             let data = data.with_context(|| format!("leaf {logical}: item {i} lies outside the node"))?;
-            out.push(Chunk::parse(u64_at(&b, it + 9), data)?.0);
+            let c = Chunk::parse(u64_at(&b, it + 9), data)?.0;
+            stripes += c.stripes.len();
+            ensure!(stripes <= MAX_STRIPES, "the chunk tree names more than {MAX_STRIPES} stripes");
+            out.push(c);
         }
     }
     Ok(out)
@@ -175,6 +181,9 @@ pub fn free(f: &dyn ReadAt, base: u64, part_len: u64) -> Result<Free> {
         "implausible node size {nodesize}"
     );
     let (devid, dev_bytes) = (u64_at(&sb, 0xc9), u64_at(&sb, 0xd1));
+    // devid 0 is the target of a device replace in progress: no chunk names it yet, but a
+    // resumed replace trusts what it has already copied there.
+    ensure!(devid != 0, "the device is the target of a btrfs device replace (devid 0)");
     ensure!(
         dev_bytes <= part_len && dev_bytes > SB_OFF,
         "the device claims {dev_bytes} bytes, its partition has {part_len}"

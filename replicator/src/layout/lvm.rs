@@ -100,6 +100,9 @@ struct Seg {
     linear_here: bool,
 }
 
+/// Most segments an LV may have for its filesystem to be analysed (each read searches them).
+const MAX_SEGMENTS: usize = 4096;
+
 fn segments(lv: &Value, pv_key: &str, pe_count: u64) -> Result<Vec<Seg>> {
     let mut segs: Vec<&Value> =
         lv.sections().filter(|(k, _)| k.starts_with("segment")).map(|(_, v)| v).collect();
@@ -109,6 +112,26 @@ fn segments(lv: &Value, pv_key: &str, pe_count: u64) -> Result<Vec<Seg>> {
         let (start, count) = (nonneg(s, "start_extent")?, nonneg(s, "extent_count")?);
         let kind = s.str("type").unwrap_or("").to_string();
         let mut here = Vec::new();
+        // Areas on this PV named by any other list (`mirrors` of a pvmove, and whatever a
+        // segment type ferry does not know may use): the whole segment's extents from there.
+        let mut other_lists = false;
+        if let Value::Section(m) = s {
+            for (key, v) in m.iter().filter(|(k, _)| k.as_str() != "stripes") {
+                let Value::List(items) = v else { continue };
+                for pair in items.chunks(2) {
+                    if let [Value::Str(pv), Value::Int(pe)] = pair {
+                        other_lists = true;
+                        if pv != pv_key {
+                            continue;
+                        }
+                        let pe =
+                            u64::try_from(*pe).ok().with_context(|| format!("negative extent in {key}"))?;
+                        ensure!(pe < pe_count, "{key}: extent {pe} is past the PV's {pe_count} extents");
+                        here.push((start, pe, count.min(pe_count - pe)));
+                    }
+                }
+            }
+        }
         let mut stripes_n = 0;
         if let Some(Value::List(stripes)) = s.get("stripes") {
             stripes_n = stripes.len() / 2;
@@ -126,10 +149,18 @@ fn segments(lv: &Value, pv_key: &str, pe_count: u64) -> Result<Vec<Seg>> {
                 here.push((start, pe, per));
             }
         }
-        let linear_here = kind == "striped" && stripes_n == 1 && here.len() == 1;
+        let linear_here = kind == "striped" && stripes_n == 1 && here.len() == 1 && !other_lists;
         out.push(Seg { kind, here, linear_here });
     }
     Ok(out)
+}
+
+/// Whether an LV's pieces occupy distinct extents of the PV (corrupt metadata could map two LV
+/// offsets onto one extent: free at one, used at the other).
+fn disjoint(pieces: &[(u64, u64, u64)]) -> bool {
+    let mut r: Vec<(u64, u64)> = pieces.iter().map(|&(_, pe, n)| (pe, pe + n)).collect();
+    r.sort();
+    r.windows(2).all(|w| w[0].1 <= w[1].0)
 }
 
 /// Names of LVs other LVs are built on or read from (sub-LVs of thin pools, RAID, mirrors,
@@ -188,6 +219,7 @@ pub(super) fn free(f: &dyn ReadAt, start: u64, len: u64, notes: &mut Vec<String>
     let mut out = Analysed::just("lvm", Vec::new());
     for (name, lv) in lvs.map(|l| l.sections().collect::<Vec<_>>()).unwrap_or_default() {
         let segs = segments(lv, pv_key, pe_count).with_context(|| format!("{vgname}/{name}"))?;
+        ensure!(segs.len() <= MAX_SEGMENTS * 16, "{vgname}/{name} has {} segments", segs.len());
         let pieces: Vec<(u64, u64, u64)> = segs.iter().flat_map(|s| s.here.iter().copied()).collect();
         if pieces.is_empty() {
             continue;
@@ -197,6 +229,8 @@ pub(super) fn free(f: &dyn ReadAt, start: u64, len: u64, notes: &mut Vec<String>
         };
         let why_whole = if !lv.strs("status").contains(&"VISIBLE") || used_by_others.contains(name) {
             Some("hidden or used by another LV".to_string())
+        } else if segs.len() > MAX_SEGMENTS || !disjoint(&pieces) {
+            Some(format!("{} segments, or segments sharing extents", segs.len()))
         } else {
             segs.iter().find(|s| !s.linear_here).map(|s| match s.kind.as_str() {
                 "striped" => "striped or on other PVs".to_string(),
@@ -208,16 +242,11 @@ pub(super) fn free(f: &dyn ReadAt, start: u64, len: u64, notes: &mut Vec<String>
             whole(&mut keep);
             continue;
         }
-        let view = LvView {
-            f,
-            pieces: pieces.iter().map(|&(le, pe, n)| (le * ext, at(pe), n * ext)).collect(),
-            len: pieces.iter().map(|p| p.2 * ext).sum(),
-        };
         // Segments must lay the LV out from extent 0 without holes.
-        let mut next = 0;
-        let contiguous = view.pieces.iter().all(|&(lo, _, n)| {
-            let ok = lo == next;
-            next = lo + n;
+        let mut next = 0u64;
+        let contiguous = pieces.iter().all(|&(le, _, n)| {
+            let ok = le == next;
+            next = le.saturating_add(n);
             ok
         });
         if !contiguous {
@@ -225,6 +254,12 @@ pub(super) fn free(f: &dyn ReadAt, start: u64, len: u64, notes: &mut Vec<String>
             whole(&mut keep);
             continue;
         }
+        // Contiguous pieces on this PV: every offset below is bounded by the PV's data area.
+        let view = LvView {
+            f,
+            pieces: pieces.iter().map(|&(le, pe, n)| (le * ext, at(pe), n * ext)).collect(),
+            len: pieces.iter().map(|p| p.2 * ext).sum(),
+        };
         let a = analyze_region(&view, 0, view.len, 0, notes);
         let lv_free = RangeSet::from_vec(view.to_pv(&a.ranges));
         let lv_all = RangeSet::from_vec(view.pieces.iter().map(|&(_, po, n)| (po, po + n)).collect());
@@ -235,4 +270,38 @@ pub(super) fn free(f: &dyn ReadAt, start: u64, len: u64, notes: &mut Vec<String>
     let data = RangeSet::from_vec(vec![(start + pe_start, start + data_end)]);
     out.ranges = data.subtract(&RangeSet::from_vec(keep)).ranges().to_vec();
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lv(text: &str) -> Value {
+        meta::parse(text).unwrap().get("lv").unwrap().clone()
+    }
+
+    /// A pvmove in progress: the moving LV's data is in `pvmove0`'s `mirrors` areas on both PVs.
+    #[test]
+    fn areas_in_any_list_are_kept() {
+        let moving = lv(r#"lv { segment1 { start_extent = 0 extent_count = 10 type = "mirror"
+            mirror_count = 2 mirrors = ["pv0", 100, "pv1", 0] } }"#);
+        let s = segments(&moving, "pv0", 200).unwrap();
+        assert_eq!((s[0].here.clone(), s[0].linear_here), (vec![(0, 100, 10)], false));
+        let s = segments(&moving, "pv1", 200).unwrap();
+        assert_eq!(s[0].here, vec![(0, 0, 10)]);
+        // A striped segment placed on an LV (pvmove0) holds nothing on a PV itself.
+        let user = lv(r#"lv { segment1 { start_extent = 0 extent_count = 10 type = "striped"
+            stripe_count = 1 stripes = ["pvmove0", 0] } }"#);
+        assert!(segments(&user, "pv0", 200).unwrap()[0].here.is_empty());
+        // An area past the PV is an error (the PV is then sent whole).
+        let bad = lv(r#"lv { segment1 { start_extent = 0 extent_count = 10 type = "mirror"
+            mirrors = ["pv0", 500] } }"#);
+        assert!(segments(&bad, "pv0", 200).is_err());
+    }
+
+    #[test]
+    fn pieces_sharing_extents_are_not_disjoint() {
+        assert!(disjoint(&[(0, 10, 5), (5, 0, 5)]));
+        assert!(!disjoint(&[(0, 10, 5), (5, 12, 5)]));
+    }
 }

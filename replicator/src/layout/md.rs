@@ -59,6 +59,12 @@ pub(super) fn free(
         }
     }
     let at = found.context("no MD version-1 superblock at byte 0 or 4096")?;
+    // A leftover superblock of an earlier array where this one is not: its own offset says.
+    ensure!(
+        u64_at(&sb, 144) == at / 512,
+        "the superblock at byte {at} names its place as sector {}",
+        u64_at(&sb, 144)
+    );
     ensure!(u32_at(&sb, 220) <= 384, "implausible max_dev {}", u32_at(&sb, 220));
     let want = u32_at(&sb, 216);
     ensure!(checksum(&sb) == Some(want), "superblock checksum mismatch (stored {want:#x})");
@@ -155,5 +161,11 @@ pub(crate) mod tests {
         let c = checksum(&bad[4096..4096 + SB_LEN]).unwrap();
         bad[4096 + 216..4096 + 220].copy_from_slice(&c.to_le_bytes());
         whole(&bad, "data area out of range");
+        // A superblock that names another place as its own (left over from an earlier array).
+        let mut bad = member(64 << 20, 1, &fs);
+        bad[4096 + 144..4096 + 152].copy_from_slice(&0u64.to_le_bytes());
+        let c = checksum(&bad[4096..4096 + SB_LEN]).unwrap();
+        bad[4096 + 216..4096 + 220].copy_from_slice(&c.to_le_bytes());
+        whole(&bad, "names its place as sector 0");
     }
 }
