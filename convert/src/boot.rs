@@ -177,14 +177,14 @@ pub fn grub_entry_id(kernel: &str, root_uuid: &str) -> String {
 }
 
 pub struct Boot<'a> {
-    pub disk: &'a Path,
-    pub bios: bool,
+    /// The disks that get BIOS boot code (none: UEFI, or left as it was).
+    pub disks: &'a [&'a Path],
     pub root_uuid: &'a str,
     pub grub: GrubConfig<'a>,
 }
 
 pub fn bootloader(g: &GuestRoot, run: &dyn Runner, sys: &System, b: Boot, c: &mut Changes) -> Result<()> {
-    let Boot { disk, bios, root_uuid, grub: how } = b;
+    let Boot { disks, root_uuid, grub: how } = b;
     let Some((mkconfig, cfg, install)) = sys.bootloader.tools() else {
         bail!("no GRUB found in the migrated system (neither /boot/grub nor /boot/grub2); its bootloader is not supported");
     };
@@ -205,7 +205,7 @@ pub fn bootloader(g: &GuestRoot, run: &dyn Runner, sys: &System, b: Boot, c: &mu
             })?;
         }
     }
-    if bios {
+    for disk in disks {
         let d = disk.display().to_string();
         run.run(root, &[install, "--target=i386-pc", &d])?;
         c.notes.push(format!("BIOS boot code reinstalled on {d}"));

@@ -26,6 +26,8 @@ pub mod ifaces;
 pub mod inspect;
 pub mod lvm;
 pub mod machine;
+pub mod md;
+pub mod modules;
 pub mod mount;
 pub mod netaddrs;
 pub mod netcfg;
@@ -186,7 +188,7 @@ fn root_subvolume(g: &guest::GuestRoot, at: &Path) -> Option<String> {
 }
 
 /// Finds the root filesystem by mounting candidates read-only.
-fn find_root<'a>(parts: &'a [Part], work: &Path) -> Result<(&'a Part, inspect::System)> {
+fn find_root<'a>(parts: &'a [Part], stack: &Stack, work: &Path) -> Result<(&'a Part, inspect::System)> {
     let probe_dir = work.join("probe");
     let map = device_map(parts);
     let mut unmountable = Vec::new();
@@ -197,6 +199,7 @@ fn find_root<'a>(parts: &'a [Part], work: &Path) -> Result<(&'a Part, inspect::S
             return Ok((p, sys));
         }
     }
+    unmountable.extend(stack.md.failed.iter().map(|e| format!("MD {e}")));
     if unmountable.is_empty() {
         bail!("no partition holds a Linux root filesystem (/etc/fstab and os-release)")
     }
@@ -206,19 +209,58 @@ fn find_root<'a>(parts: &'a [Part], work: &Path) -> Result<(&'a Part, inspect::S
     )
 }
 
-/// The partition devices made to match the tables on disk, probed, plus the LVs activated on
-/// them (the guard deactivates them).
-fn scan(m: &mut dyn Machine, disks: &[PathBuf]) -> Result<(lvm::Active, Vec<Part>)> {
+/// The storage started for a scan: MD arrays, then LVs (possibly on them). Fields drop in
+/// order: the LVs are removed before the arrays are stopped.
+#[derive(Debug, Default)]
+pub struct Stack {
+    lvs: lvm::Active,
+    md: md::Assembled,
+}
+
+impl Stack {
+    /// The disks holding active members of the MD array `dev` (empty when it is no array).
+    pub fn member_disks(&self, dev: &Path, parts: &[Part]) -> Vec<usize> {
+        let Some(a) = self.md.arrays.iter().find(|a| a.dev == dev) else { return Vec::new() };
+        let mut disks: Vec<usize> = a
+            .plan
+            .members
+            .iter()
+            .filter_map(|m| parts.iter().find(|p| p.dev == m.dev).map(|p| p.disk))
+            .collect();
+        disks.dedup();
+        disks
+    }
+}
+
+/// The partition devices made to match the tables on disk, probed, plus the MD arrays started
+/// and the LVs activated on them (the guard stops them). MD members are never candidates of
+/// their own: a 1.0 member, which probes as the filesystem inside, is marked as a member.
+fn scan(m: &mut dyn Machine, disks: &[PathBuf]) -> Result<(Stack, Vec<Part>)> {
     m.refresh(disks)?;
     let mut parts = probe::all(m, disks);
-    let pvs: Vec<PathBuf> = parts.iter().filter(|p| p.is(FsType::LvmPv)).map(|p| p.dev.clone()).collect();
-    if pvs.is_empty() {
-        return Ok((lvm::Active::default(), parts));
+    let mut members = Vec::new();
+    for p in parts.iter_mut() {
+        match md::member(&p.dev) {
+            Ok(Some(mem)) => {
+                p.fstype = Some(FsType::MdMember);
+                p.uuid = mem.sb.uuid_mdadm();
+                members.push(mem);
+            }
+            Ok(None) => {}
+            Err(e) if p.is(FsType::MdMember) => log::warn!("md: {e:#}"),
+            Err(_) => {}
+        }
     }
-    let active = lvm::activate(&pvs).context("activating LVM volumes")?;
-    let lvs = probe::lvs(&active, &parts);
-    parts.extend(lvs);
-    Ok((active, parts))
+    let mut stack = Stack { md: md::assemble(&members), ..Stack::default() };
+    let arrays = probe::arrays(&stack.md, &parts);
+    parts.extend(arrays);
+    let pvs: Vec<PathBuf> = parts.iter().filter(|p| p.is(FsType::LvmPv)).map(|p| p.dev.clone()).collect();
+    if !pvs.is_empty() {
+        stack.lvs = lvm::activate(&pvs).context("activating LVM volumes")?;
+        let lvs = probe::lvs(&stack.lvs, &parts);
+        parts.extend(lvs);
+    }
+    Ok((stack, parts))
 }
 
 /// A migrated system mounted read-write by fstab (without the API filesystems), for tools that
@@ -230,19 +272,19 @@ pub struct Opened {
     pub root: Part,
     /// Every partition and LV found.
     pub parts: Vec<Part>,
-    _lvs: lvm::Active,
+    _stack: Stack,
 }
 
 /// Finds the root on `disks` (as the conversion's scan and inspect steps do) and mounts it.
 pub fn open_system(disks: &[PathBuf], m: &mut dyn Machine, workdir: &Path) -> Result<Opened> {
-    let (lvs, parts) = scan(m, disks).context("scan")?;
-    let (root, sys) = find_root(&parts, workdir).context("inspect")?;
+    let (stack, parts) = scan(m, disks).context("scan")?;
+    let (root, sys) = find_root(&parts, &stack, workdir).context("inspect")?;
     let map = device_map(&parts);
     let tree =
         mount::Tree::mount_with(root, sys.root_subvol.as_deref(), &parts, &map, &workdir.join("root"), false)
             .context("mount")?;
     let root = root.clone();
-    Ok(Opened { tree, sys, root, parts, _lvs: lvs })
+    Ok(Opened { tree, sys, root, parts, _stack: stack })
 }
 
 /// Converts the system on `disks`. Never panics through; the report says what happened.
@@ -275,9 +317,9 @@ fn convert(
     // The LVs found now hold their PV partitions open; the kernel re-reads a table only when
     // none is in use, so they are deactivated (the guard dropped) at the end of this block.
     let (root, sys) = {
-        let (_lvs, parts) = log.step("scan", Class::Essential, || scan(m, disks))?.context("scan")?;
+        let (stack, parts) = log.step("scan", Class::Essential, || scan(m, disks))?.context("scan")?;
         let (root, sys) =
-            log.step("inspect", Class::Essential, || find_root(&parts, &o.workdir))?.context("inspect")?;
+            log.step("inspect", Class::Essential, || find_root(&parts, &stack, &o.workdir))?.context("inspect")?;
         (root.clone(), sys)
     };
     log::info!(
@@ -332,7 +374,7 @@ fn convert(
             Ok(grown)
         })?
         .flatten();
-    let (lvs, parts) = log.step("rescan", Class::Essential, || scan(m, disks))?.context("rescan")?;
+    let (stack, parts) = log.step("rescan", Class::Essential, || scan(m, disks))?.context("rescan")?;
     let root = parts.iter().find(|p| is_root(p)).context("root filesystem vanished after repartitioning")?;
     let map = device_map(&parts);
     let grown = grown_part.and_then(|(d, n)| parts.iter().find(|p| (p.disk, p.number) == (d, n)));
@@ -355,12 +397,18 @@ fn convert(
     rep.grown_filesystem = match (grown, &grown_offline) {
         (_, Some(g)) => Some(g.clone()),
         (Some(p), None) => {
-            log.step("grow", Class::Improving, || grow::grow(&tree, &run, p, root, &lvs))?.flatten()
+            log.step("grow", Class::Improving, || grow::grow(&tree, &run, p, root, &stack.lvs))?.flatten()
         }
         (None, None) => None,
     };
-    let boot_disk = &disks[root.disk];
-    let bios = !sys.uefi && has_bios_boot(boot_disk);
+    // A root on an MD array boots from any of its disks: each gets the boot code.
+    let mut boot_disks: Vec<&Path> =
+        stack.member_disks(&root.dev, &parts).into_iter().filter_map(|d| disks.get(d)).map(|d| d.as_path()).collect();
+    if boot_disks.is_empty() {
+        boot_disks.push(&disks[root.disk]);
+    }
+    boot_disks.retain(|d| has_bios_boot(d));
+    let bios = !sys.uefi && !boot_disks.is_empty();
     let job = tree::Job {
         guest: tree.guest(),
         run: &run,
@@ -370,7 +418,7 @@ fn convert(
         root_uuid: &root.uuid,
         nics: &o.nics,
         grub: m.grub(),
-        boot_code: (bios && m.reinstall_boot_code()).then_some(boot_disk.as_path()),
+        boot_code: if bios && m.reinstall_boot_code() { boot_disks } else { Vec::new() },
         layout_changed: rep.repartition.iter().any(|r| r.changed),
         hooks: &o.hooks,
     };

@@ -30,9 +30,9 @@ impl Part {
         Part { dev, disk, number, fstype, uuid, label, aliases }
     }
 
-    /// The fstab spec we prefer for it.
+    /// The fstab spec we prefer for it (none for an MD member: its array is what is named).
     pub fn spec(&self) -> Option<String> {
-        (!self.uuid.is_empty()).then(|| format!("UUID={}", self.uuid))
+        (!self.uuid.is_empty() && !self.is(FsType::MdMember)).then(|| format!("UUID={}", self.uuid))
     }
 
     pub fn is(&self, t: FsType) -> bool {
@@ -86,6 +86,17 @@ pub fn all(m: &dyn Machine, disks: &[PathBuf]) -> Vec<Part> {
         for (n, dev) in m.partitions(disks, i) {
             out.push(Part::probed(dev, i, n, Vec::new()));
         }
+    }
+    out
+}
+
+/// The running MD arrays as parts, on the disk of their first member.
+pub fn arrays(md: &crate::md::Assembled, parts: &[Part]) -> Vec<Part> {
+    let mut out = Vec::new();
+    for a in &md.arrays {
+        let first = a.plan.members.first().map(|m| &m.dev);
+        let disk = first.and_then(|d| parts.iter().find(|p| &p.dev == d)).map_or(0, |p| p.disk);
+        out.push(Part::probed(a.dev.clone(), disk, 0, a.aliases()));
     }
     out
 }

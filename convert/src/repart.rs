@@ -28,10 +28,15 @@ pub struct Report {
     pub grown: Option<Grown>,
 }
 
-/// Does the region starting at `start` hold a filesystem (or an LVM PV) we can grow?
-pub fn growable_fs(f: &File, start: u64) -> bool {
-    let len = ferry_formats::ReadAt::size(f).unwrap_or(0).saturating_sub(start);
-    ferry_formats::probe(f, start, len)
+/// Does the partition `[start, start + len)` hold a filesystem (or an LVM PV) we can grow? An
+/// MD member never: growing it would move a 1.0 superblock's place (8 KiB from the end) away
+/// from where it is, and the array would not start.
+pub fn growable_fs(f: &File, start: u64, len: u64) -> bool {
+    if !matches!(ferry_formats::md::read(f, start, len), Ok(None)) {
+        return false;
+    }
+    let to_end = ferry_formats::ReadAt::size(f).unwrap_or(0).saturating_sub(start);
+    ferry_formats::probe(f, start, to_end)
         .is_some_and(|p| p.fstype.is_ext() || matches!(p.fstype, FsType::Xfs | FsType::Btrfs | FsType::LvmPv))
 }
 
@@ -70,7 +75,7 @@ fn gpt_repartition(f: &mut File, mut gpt: gptman::GPT, disk_bytes: u64, grow: bo
             let target_end = gpt.header.last_usable_lba;
             if p.ending_lba < target_end
                 && p.partition_type_guid != ESP
-                && growable_fs(f, p.starting_lba * ss)
+                && growable_fs(f, p.starting_lba * ss, (p.ending_lba + 1 - p.starting_lba) * ss)
             {
                 grown = Some(Grown {
                     number: i,
@@ -110,7 +115,7 @@ fn mbr_repartition(f: &mut File, mut mbr: mbrman::MBR, disk_bytes: u64, grow: bo
             .map(|(i, p)| (i, p.starting_lba, p.sectors));
         if let Some((i, start, sectors)) = last {
             let end = start as u64 + sectors as u64;
-            if end < disk_sectors as u64 && growable_fs(f, start as u64 * 512) {
+            if end < disk_sectors as u64 && growable_fs(f, start as u64 * 512, sectors as u64 * 512) {
                 let new_sectors = disk_sectors - start;
                 if i >= 5 {
                     let ext = (1..=4)

@@ -27,7 +27,7 @@ pub struct Job<'a> {
     pub nics: &'a Nics,
     pub grub: GrubMode,
     /// The disk to reinstall BIOS boot code on; `None` leaves boot code as it is.
-    pub boot_code: Option<&'a Path>,
+    pub boot_code: Vec<&'a Path>,
     /// The partition tables changed (a converted system on a bigger disk is converted again).
     pub layout_changed: bool,
     /// The sender's customization hooks, applied last.
@@ -90,13 +90,12 @@ pub fn run(j: &Job, log: &mut Log) -> Result<Done> {
                 GrubMode::Regenerate => GrubConfig::Regenerate,
                 GrubMode::Rewrite => GrubConfig::Rewrite(j.map, &extra_args),
             };
-            if j.grub == GrubMode::Rewrite && !j.sys.uefi && j.boot_code.is_none() {
+            if j.grub == GrubMode::Rewrite && !j.sys.uefi && j.boot_code.is_empty() {
                 c.notes
                     .push("host mode: BIOS boot code left as it was (partition starts do not move)".into());
             }
             let b = Boot {
-                disk: j.boot_code.unwrap_or(Path::new("")),
-                bios: j.boot_code.is_some(),
+                disks: &j.boot_code,
                 root_uuid: j.root_uuid,
                 grub,
             };

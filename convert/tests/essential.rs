@@ -55,7 +55,7 @@ fn job<'a>(g: &'a GuestRoot, rec: &'a Recorder, sys: &'a inspect::System, map: &
         root_uuid: UUID,
         nics: &Nics::Kernel,
         grub: GrubMode::Regenerate,
-        boot_code: Some(Path::new("/dev/vda")),
+        boot_code: vec![Path::new("/dev/vda")],
         hooks: &[],
         layout_changed: true,
     }

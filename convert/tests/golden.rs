@@ -95,7 +95,7 @@ fn convert(scenario: &Path) -> (BTreeMap<String, Vec<u8>>, String) {
         root_uuid: "00000000-0000-4000-8000-000000000001",
         nics: &Nics::Kernel,
         grub: GrubMode::Regenerate,
-        boot_code: (!sys.uefi).then_some(Path::new("/dev/vda")),
+        boot_code: if sys.uefi { Vec::new() } else { vec![Path::new("/dev/vda")] },
         hooks: &[],
         layout_changed: true,
     };

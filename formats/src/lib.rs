@@ -6,6 +6,7 @@
 
 pub mod fs;
 pub mod guid;
+pub mod md;
 pub mod read;
 pub mod table;
 

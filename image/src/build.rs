@@ -40,8 +40,10 @@ pub const WANTED: &[&str] = &[
     "crc32c_generic",
     "crc32c-intel",
     "libcrc32c",
-    // volume management and loop devices for conversion
+    // volume management, MD RAID1 and loop devices for conversion
     "dm-mod",
+    "md-mod",
+    "raid1",
     "loop",
 ];
 

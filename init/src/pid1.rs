@@ -16,7 +16,7 @@ pub fn run() -> ! {
     let file = std::fs::read_to_string(cmdline::CONFIG_FILE).unwrap_or_default();
     let (cfg, problems) = cmdline::parse_words(cmdline::layered(&file, &line));
     crate::logger::init(cfg.debug, true);
-    ferry_convert::lvm::dm::set_module_loader(|m| kmod::Loader::for_running_kernel()?.ensure(m).map(drop));
+    ferry_convert::modules::set_loader(|m| kmod::Loader::for_running_kernel()?.ensure(m).map(drop));
     log::info!(
         "ferry-init {} starting; cmdline: {}",
         env!("CARGO_PKG_VERSION"),

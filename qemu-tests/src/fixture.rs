@@ -46,6 +46,39 @@ pub fn xfs_lvm() -> Result<PathBuf> {
     derived("xfs-lvm.sh", ("bullseye", "mbr-lvm"), &[], "xfs-lvm")
 }
 
+/// The array UUID of the MD RAID1 fixture.
+pub const MD_UUID: [u8; 16] = *b"ferry-md-raid1-0";
+
+/// The Debian 12 Xen-guest fixture with its root on MD RAID1 (metadata 1.2) over partition 2 of
+/// two disks (see `fixtures/md-raid1.sh`): the two members, superblocks written here (the host
+/// has no md driver) as mdadm writes them for a clean two-disk array.
+pub fn md_raid1() -> Result<(PathBuf, PathBuf)> {
+    use ferry_formats::md;
+    use std::os::unix::fs::FileExt;
+    let hex: String = MD_UUID.iter().map(|b| format!("{b:02x}")).collect();
+    let uuid = format!("{}:{}:{}:{}", &hex[0..8], &hex[8..16], &hex[16..24], &hex[24..32]);
+    let base = derived("md-raid1.sh", BOOKWORM, &[&uuid], "md-raid1")?;
+    let out = [base.with_extension("a.img"), base.with_extension("b.img")];
+    if out.iter().all(|o| o.exists()) {
+        return Ok((out[0].clone(), out[1].clone()));
+    }
+    let table = crate::run(Command::new("sfdisk").arg("-J").arg(&base))?;
+    let table: serde_json::Value = serde_json::from_str(&table)?;
+    let p2 = &table["partitiontable"]["partitions"][1];
+    let (start, size) = (p2["start"].as_u64().context("p2 start")? * 512, p2["size"].as_u64().context("p2 size")? * 512);
+    let data_len = (size - (1 << 20)) / (1 << 20) * (1 << 20);
+    for (i, o) in out.iter().enumerate() {
+        let tmp = o.with_extension("tmp");
+        copy(&base, &tmp)?;
+        let sb = md::build(4096, MD_UUID, "ferry-md:0", 1, 2, i as u32, 1 << 20, data_len);
+        let f = std::fs::OpenOptions::new().write(true).open(&tmp)?;
+        f.write_all_at(&sb, start + 4096)?;
+        drop(f);
+        std::fs::rename(&tmp, o)?;
+    }
+    Ok((out[0].clone(), out[1].clone()))
+}
+
 const BOOKWORM: (&str, &str) = ("bookworm", "gpt-bios-ext4");
 
 /// A fixture made from a base (suite, profile) by `fixtures/SCRIPT BASE OUT ARGS…`, cached by

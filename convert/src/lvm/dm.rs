@@ -67,22 +67,11 @@ fn header(name: &str, uuid: &str, data_size: usize) -> DmIoctl {
     h
 }
 
-/// How dm-mod gets loaded when /dev/mapper/control is missing (the appliance's module
-/// loader; a host loads its own modules).
-static MODULE_LOADER: std::sync::OnceLock<fn(&str) -> Result<()>> = std::sync::OnceLock::new();
-
-/// Sets the module loader (once; later calls are ignored).
-pub fn set_module_loader(f: fn(&str) -> Result<()>) {
-    let _ = MODULE_LOADER.set(f);
-}
-
 fn control() -> Result<std::fs::File> {
     let path = std::path::Path::new("/dev/mapper/control");
     if !path.exists() {
         // Loading dm-mod makes devtmpfs create the node.
-        if let Some(Err(e)) = MODULE_LOADER.get().map(|load| load("dm-mod")) {
-            log::warn!("device-mapper: loading dm-mod: {e:#}");
-        }
+        crate::modules::load("dm-mod");
     }
     std::fs::OpenOptions::new()
         .read(true)

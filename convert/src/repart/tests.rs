@@ -118,3 +118,25 @@ fn mbr_grows_the_last_logical_partition_and_its_container() {
     assert_eq!(j["partitiontable"]["id"], id_before, "disk signature kept");
     assert!(!repartition(&mut f, true).unwrap().changed);
 }
+
+#[test]
+fn gpt_does_not_grow_an_md_member_whose_superblock_sits_at_its_end() {
+    // Metadata 1.0: ext4 from the member's first byte (the probe sees the filesystem), the
+    // superblock 8 KiB from the end. Growing the partition would lose the array.
+    let t = tempfile::tempdir().unwrap();
+    let img = t.path().join("d.img").display().to_string();
+    sh(&format!("truncate -s 200M {img} && sgdisk -n1:2048:+1M -t1:ef02 -n2:0:0 -t2:fd00 {img} >/dev/null"));
+    let (start, len) = (2u64 << 20, (200u64 << 20) - (2 << 20) - 33 * 512);
+    let at = ferry_formats::md::v10_offset(len).unwrap();
+    sh(&format!("truncate -s {at} {img}.fs && mkfs.ext4 -q -F {img}.fs && dd if={img}.fs of={img} bs=1M seek=2 conv=notrunc status=none"));
+    let sb = ferry_formats::md::build(at, [3; 16], "h:0", 1, 2, 0, 0, at & !65535);
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new().write(true).open(&img).unwrap();
+        f.write_all_at(&sb, start + at).unwrap();
+    }
+    sh(&format!("truncate -s 400M {img}"));
+    let mut f = std::fs::OpenOptions::new().read(true).write(true).open(&img).unwrap();
+    let r = repartition(&mut f, true).unwrap();
+    assert!(r.changed && r.grown.is_none(), "{r:?}");
+}

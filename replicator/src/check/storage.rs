@@ -159,6 +159,36 @@ fn chain(sys: &Sys, name: &str) -> BTreeSet<String> {
     out
 }
 
+/// An MD array on the sources: RAID1 with version-1 superblocks is read through and started
+/// by conversion in the appliance; other levels and 0.90 superblocks are copied whole and
+/// cannot carry the system.
+fn md_item(sys: &Sys, d: &str, holds_system: bool) -> Item {
+    let name = sys.describe(d);
+    let (level, version) = sys.md_kind(d).unwrap_or_default();
+    let kind = format!("{level}, metadata {version}");
+    if level == "raid1" && version.starts_with("1.") {
+        let what = if holds_system {
+            format!("the system (/ or /boot) is on MD RAID1 ({kind}): conversion starts the array in the appliance and writes both mirrors")
+        } else {
+            format!("an MD RAID1 array ({kind}): members read through to the filesystem inside")
+        };
+        return Item::new("storage-md-raid", Level::Ok, "MD RAID", what)
+            .on(name)
+            .fix("send every member (--disk per member disk): a member left behind leaves the array degraded on the new VM");
+    }
+    let level = if holds_system { Level::Critical } else { Level::Warning };
+    let what = if holds_system {
+        format!("the system (/ or /boot) is on MD RAID ({kind}): conversion starts only RAID1 arrays with version-1 superblocks")
+    } else {
+        format!("an MD array ({kind}): copied whole, not assembled by conversion")
+    };
+    Item::new("storage-md-raid", level, "MD RAID", what).on(name).fix(if holds_system {
+        "not supported: move the system to RAID1 (metadata 1.x) or a plain disk before migrating"
+    } else {
+        ""
+    })
+}
+
 /// The storage stack on the sources: thin pools, MD, LUKS; a btrfs root; network mounts; the
 /// system disk's place; filesystems that cannot be frozen.
 pub fn stack_items(sys: &Sys, mounts: &[Mount], sources: &[BTreeSet<String>]) -> Vec<Item> {
@@ -195,25 +225,7 @@ pub fn stack_items(sys: &Sys, mounts: &[Mount], sources: &[BTreeSet<String>]) ->
                 .fix(if holds_system { "not supported yet: migrate with a different tool or decrypt first" } else { "" }),
             );
         } else if d.starts_with("md") {
-            let level = if holds_system { Level::Critical } else { Level::Warning };
-            out.push(
-                Item::new(
-                    "storage-md-raid",
-                    level,
-                    "MD RAID",
-                    if holds_system {
-                        "the system (/ or /boot) is on MD RAID: conversion does not assemble arrays yet"
-                    } else {
-                        "an MD array on the sources: RAID1 members are read through to the filesystem inside, other levels copied whole"
-                    },
-                )
-                .on(name)
-                .fix(if holds_system {
-                    "not supported yet: migrate one member as a plain disk, or wait for MD support"
-                } else {
-                    ""
-                }),
-            );
+            out.push(md_item(sys, d, holds_system));
         }
     }
     // The running system is among the sources: its root and its network mounts matter.

@@ -4,42 +4,13 @@
 //! everything outside the data area are sent. Other levels spread the content over members
 //! and are sent whole with a note, as is an array in the middle of a reshape. Metadata 1.0
 //! and 0.90 keep their superblock at the end and their data at the member's first byte: the
-//! filesystem there is found directly and the superblock lies past it.
+//! filesystem there is found directly and the superblock lies past it. The superblock itself is
+//! read and checked by `ferry_formats::md`.
 
 use super::{analyze_region, Analysed};
-use anyhow::{bail, ensure, Context, Result};
-use ferry_formats::fs::MD_MAGIC;
+use anyhow::{bail, Context, Result};
+use ferry_formats::md::{self, FEATURE_RESHAPE_ACTIVE};
 use ferry_formats::read::ReadAt;
-
-const SB_LEN: usize = 1024;
-const FEATURE_RESHAPE_ACTIVE: u32 = 0x4;
-
-fn u32_at(b: &[u8], o: usize) -> u32 {
-    u32::from_le_bytes(b[o..o + 4].try_into().unwrap())
-}
-fn u64_at(b: &[u8], o: usize) -> u64 {
-    u64::from_le_bytes(b[o..o + 8].try_into().unwrap())
-}
-
-/// The kernel's `calc_sb_1_csum`: the 32-bit words of the superblock and its device roles with
-/// the checksum field zeroed, summed in 64 bits and folded.
-pub(super) fn checksum(sb: &[u8]) -> Option<u32> {
-    let max_dev = u32_at(sb, 220) as usize;
-    let len = 256 + max_dev.checked_mul(2)?;
-    let words = sb.get(..len)?;
-    let mut sum: u64 = 0;
-    for (i, w) in words.chunks(4).enumerate() {
-        // An odd max_dev leaves a last 16-bit word.
-        let v = match w {
-            _ if i == 216 / 4 => 0,
-            [a, b, c, d] => u32::from_le_bytes([*a, *b, *c, *d]),
-            [a, b] => u16::from_le_bytes([*a, *b]) as u32,
-            _ => return None,
-        };
-        sum += v as u64;
-    }
-    Some(((sum & 0xffff_ffff) + (sum >> 32)) as u32)
-}
 
 /// Free space of the MD member at `[start, start + len)`, as absolute ranges.
 pub(super) fn free(
@@ -49,41 +20,17 @@ pub(super) fn free(
     depth: u8,
     notes: &mut Vec<String>,
 ) -> Result<Analysed> {
-    let mut sb = vec![0u8; SB_LEN];
-    let mut found = None;
-    for at in [4096u64, 0] {
-        f.read_exact_at(&mut sb, start + at).context("reading the MD superblock")?;
-        if u32_at(&sb, 0) == MD_MAGIC && u32_at(&sb, 4) == 1 {
-            found = Some(at);
-            break;
-        }
+    let sb = md::read(f, start, len)?.context("no MD version-1 superblock at byte 0 or 4096")?;
+    if sb.minor == 0 {
+        bail!("metadata 1.0 keeps its data at the member's first byte");
     }
-    let at = found.context("no MD version-1 superblock at byte 0 or 4096")?;
-    // A leftover superblock of an earlier array where this one is not: its own offset says.
-    ensure!(
-        u64_at(&sb, 144) == at / 512,
-        "the superblock at byte {at} names its place as sector {}",
-        u64_at(&sb, 144)
-    );
-    ensure!(u32_at(&sb, 220) <= 384, "implausible max_dev {}", u32_at(&sb, 220));
-    let want = u32_at(&sb, 216);
-    ensure!(checksum(&sb) == Some(want), "superblock checksum mismatch (stored {want:#x})");
-    let level = u32_at(&sb, 72) as i32;
-    let features = u32_at(&sb, 8);
-    let (off, size) = (u64_at(&sb, 128), u64_at(&sb, 136));
-    let data = off.checked_mul(512).zip(size.checked_mul(512));
-    let (data_start, data_len) = data.context("data area out of range")?;
-    let data_end = data_start.checked_add(data_len).filter(|&e| e <= len && data_len > 0);
-    let data_end = data_end.with_context(|| {
-        format!("data area of {data_len} bytes at byte {data_start} does not fit the member ({len} bytes)")
-    })?;
-    ensure!(data_start >= at + SB_LEN as u64, "data area at byte {data_start} overlaps the superblock");
-    if level != 1 {
-        bail!("RAID level {level} spreads data over the members");
+    if sb.level != 1 {
+        bail!("RAID level {} spreads data over the members", sb.level);
     }
-    if features & FEATURE_RESHAPE_ACTIVE != 0 {
+    if sb.features & FEATURE_RESHAPE_ACTIVE != 0 {
         bail!("a reshape is in progress");
     }
+    let (data_start, data_end) = (sb.data_start, sb.data_start + sb.data_len);
     let inner = analyze_region(f, start + data_start, start + data_end, depth, notes);
     notes.push(format!(
         "MD RAID1 member at byte {start}: {} inside from byte {}",
@@ -96,6 +43,8 @@ pub(super) fn free(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use ferry_formats::fs::MD_MAGIC;
+    use ferry_formats::md::{checksum, SB_LEN};
 
     /// A RAID1 1.2 member of `len` bytes with data from 1 MiB: the superblock as mdadm writes it.
     pub(crate) fn member(len: u64, level: i32, data: &[u8]) -> Vec<u8> {

@@ -175,6 +175,12 @@ impl Sys {
         read_trim(&self.class(name).join("dm/uuid")).filter(|u| !u.is_empty())
     }
 
+    /// An MD array's level and superblock version (`raid1`, `1.2`), if `name` is one.
+    pub fn md_kind(&self, name: &str) -> Option<(String, String)> {
+        let md = self.class(name).join("md");
+        Some((read_trim(&md.join("level"))?, read_trim(&md.join("metadata_version"))?))
+    }
+
     /// A readable name for messages: `dm-0 (vg-root)`, `md0`, `sda2`.
     pub fn describe(&self, name: &str) -> String {
         match read_trim(&self.class(name).join("dm/name")) {

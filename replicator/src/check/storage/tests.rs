@@ -28,7 +28,7 @@ fn luks_md_network_and_freeze_on_the_sources() {
     let v = stack_items(&sys, &mounts, &srcs);
     let got = ids(&v);
     assert!(got.contains(&("storage-luks", Level::Warning, "dm-2 (data_crypt)".into())), "{got:?}");
-    assert!(got.contains(&("storage-md-raid", Level::Warning, "md0".into())), "{got:?}");
+    assert!(got.contains(&("storage-md-raid", Level::Ok, "md0".into())), "{got:?}");
     assert!(got.contains(&("storage-lvm-thin", Level::Warning, "dm-3 (vg-pool-tpool)".into())), "{got:?}");
     assert!(got.contains(&("network-mounts", Level::Warning, "/mnt/nfs".into())), "{got:?}");
     assert!(got.contains(&("freeze-support", Level::Warning, "/srv/fat".into())), "{got:?}");
@@ -46,7 +46,11 @@ fn an_encrypted_or_raid_root_is_critical_and_order_matters() {
     let v = stack_items(&sys, &mounts, &[set(&["sdc"]), set(&["sdd"])]);
     let got = ids(&v);
     assert!(got.contains(&("storage-luks", Level::Critical, "dm-2 (data_crypt)".into())), "{got:?}");
-    assert!(got.contains(&("storage-md-raid", Level::Critical, "md0".into())), "{got:?}");
+    // RAID1 with 1.x superblocks is converted; another level under /boot is not.
+    assert!(got.contains(&("storage-md-raid", Level::Ok, "md0".into())), "{got:?}");
+    t.md("md0", "raid5", "1.2");
+    let v = stack_items(&sys, &mounts, &[set(&["sdc"]), set(&["sdd"])]);
+    assert!(ids(&v).contains(&("storage-md-raid", Level::Critical, "md0".into())), "{:?}", ids(&v));
     // / lives on sda+sdb (LVM): sent second, it is not the disk the VM boots.
     let mounts = stack::parse_mountinfo(MOUNTINFO);
     let v = stack_items(&sys, &mounts, &[set(&["sdd"]), set(&["sda"]), set(&["sdb"])]);

@@ -41,6 +41,15 @@ impl Tree {
         self
     }
 
+    /// `name` is an MD array of `level` (`raid1`) with superblocks of `version` (`1.2`).
+    pub fn md(&self, name: &str, level: &str, version: &str) -> &Self {
+        let d = self.root().join("class/block").join(name).join("md");
+        fs::create_dir_all(&d).unwrap();
+        fs::write(d.join("level"), format!("{level}\n")).unwrap();
+        fs::write(d.join("metadata_version"), format!("{version}\n")).unwrap();
+        self
+    }
+
     pub fn dm(&self, name: &str, dmname: &str, uuid: &str) -> &Self {
         let d = self.root().join("class/block").join(name).join("dm");
         fs::create_dir_all(&d).unwrap();
@@ -81,6 +90,7 @@ pub fn tree() -> Tree {
         .dev("virtual/md0", (9, 0), false)
         .stack("sdd1", "md0")
         .stack("sde1", "md0")
+        .md("md0", "raid1", "1.2")
         // btrfs over sdf1 + sdg
         .dev("pci/sdf", (8, 80), false)
         .dev("pci/sdf/sdf1", (8, 81), true)
