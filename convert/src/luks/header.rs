@@ -143,3 +143,13 @@ pub fn cstr(b: &[u8]) -> String {
     let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
     String::from_utf8_lossy(&b[..end]).into_owned()
 }
+
+/// Rewrites the checksum of the header copy at `offset` in `img` (tests craft hostile JSON).
+#[cfg(test)]
+pub fn reseal(img: &mut [u8], offset: usize) {
+    let hdr_size = u64::from_be_bytes(img[offset + 8..offset + 16].try_into().unwrap()) as usize;
+    let copy = &mut img[offset..offset + hdr_size];
+    copy[CSUM].fill(0);
+    let sum = Hash::Sha256.digest(&[copy]);
+    copy[CSUM][..32].copy_from_slice(&sum);
+}

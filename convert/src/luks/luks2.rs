@@ -23,7 +23,8 @@ pub fn unlock(
         (std::cmp::Reverse(*prio), id.parse::<u64>().unwrap_or(u64::MAX), id.clone())
     });
     let mut tried = 0usize;
-    let mut first_err = None;
+    // A digest that did not parse may be the one that binds the keyslots: say so if nothing opens.
+    let mut first_err = meta.digests.iter().find_map(|d| d.as_ref().err().map(clone_err));
     for (id, _, ks) in order {
         let ks = match ks {
             Ok(ks) => ks,

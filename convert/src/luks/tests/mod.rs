@@ -1,9 +1,12 @@
 //! Tests of the LUKS unlock library against volumes made by the real cryptsetup (on plain
 //! files: no device-mapper needed), whose `luksDump --dump-volume-key` is the reference for the
 //! key and whose `luksDump` text is the reference for the data offset. cryptsetup missing is a
-//! failure pointing at ./scripts/setup, never a skip. The dm-crypt table format is in [`table`].
+//! failure pointing at ./scripts/setup, never a skip. Corrupted, truncated and foreign devices are
+//! in [`hostile`], crafted hostile metadata in [`json`], the dm-crypt table format in [`table`].
 
 mod cryptsetup;
+mod hostile;
+mod json;
 mod table;
 
 use super::{unlock, LuksError, Volume};
@@ -107,6 +110,10 @@ impl Fixture {
     pub fn unlock(&self, pass: &[u8]) -> Result<Volume, LuksError> {
         unlock(&std::fs::File::open(&self.img).unwrap(), pass)
     }
+
+    pub fn bytes(&self) -> Vec<u8> {
+        std::fs::read(&self.img).unwrap()
+    }
 }
 
 /// The value after the first line starting (after whitespace) with `key`.
@@ -133,4 +140,14 @@ pub fn agrees(f: &Fixture, pass: &[u8]) -> Volume {
         other => panic!("wrong passphrase gave {other:?}"),
     }
     v
+}
+
+/// Unlocks an in-memory image.
+pub fn unlock_bytes(img: &[u8], pass: &[u8]) -> Result<Volume, LuksError> {
+    unlock(&img, pass)
+}
+
+/// Where the secondary LUKS2 header copy of `img` sits (the primary's hdr_size).
+pub fn secondary(img: &[u8]) -> usize {
+    u64::from_be_bytes(img[8..16].try_into().unwrap()) as usize
 }
