@@ -24,6 +24,7 @@ pub mod guest;
 pub mod hooks;
 pub mod ifaces;
 pub mod inspect;
+pub mod luks;
 pub mod lvm;
 pub mod machine;
 pub mod md;
