@@ -28,6 +28,9 @@ pub struct System {
     /// The btrfs subvolume the root lives in (`@`), when it is not the filesystem's top level.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub root_subvol: Option<String>,
+    /// /etc/crypttab as found (its names become the names of the opened LUKS volumes).
+    #[serde(skip)]
+    pub crypttab: String,
 }
 
 /// Drivers a kernel needs to boot and network on KVM.
@@ -149,6 +152,7 @@ pub fn inspect(g: &GuestRoot) -> Result<System> {
         firmware: if uefi { Firmware::Uefi } else { Firmware::Bios },
         kernels: ks,
         root_subvol: None,
+        crypttab: String::new(),
     })
 }
 

@@ -18,6 +18,7 @@
 
 pub mod boot;
 pub mod cmd;
+pub mod crypt;
 pub mod fixes;
 pub mod grow;
 pub mod guest;
@@ -57,6 +58,8 @@ pub struct Options {
     pub nics: nics::Nics,
     /// Customization hooks, applied at the end ([`hooks`]).
     pub hooks: Vec<hooks::Hook>,
+    /// Passphrases or key files for LUKS volumes ([`crypt`]); held in memory only.
+    pub luks_keys: Vec<crypt::Key>,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -165,6 +168,7 @@ fn inspect_candidate(
     };
     let mut sys = inspect::inspect(&g)?;
     sys.root_subvol = subvol;
+    sys.crypttab = g.read_or_empty("etc/crypttab")?;
     Ok(Some(sys))
 }
 
@@ -201,6 +205,7 @@ fn find_root<'a>(parts: &'a [Part], stack: &Stack, work: &Path) -> Result<(&'a P
         }
     }
     unmountable.extend(stack.md.failed.iter().map(|e| format!("MD {e}")));
+    unmountable.extend(stack.crypt.failed.iter().cloned());
     if unmountable.is_empty() {
         bail!("no partition holds a Linux root filesystem (/etc/fstab and os-release)")
     }
@@ -210,11 +215,12 @@ fn find_root<'a>(parts: &'a [Part], stack: &Stack, work: &Path) -> Result<(&'a P
     )
 }
 
-/// The storage started for a scan: MD arrays, then LVs (possibly on them). Fields drop in
-/// order: the LVs are removed before the arrays are stopped.
+/// The storage started for a scan: MD arrays, LUKS volumes (possibly on them), then LVs
+/// (possibly on either). Fields drop in order: LVs first, arrays last.
 #[derive(Debug, Default)]
 pub struct Stack {
     lvs: lvm::Active,
+    crypt: crypt::Active,
     md: md::Assembled,
 }
 
@@ -233,10 +239,19 @@ impl Stack {
     }
 }
 
-/// The partition devices made to match the tables on disk, probed, plus the MD arrays started
-/// and the LVs activated on them (the guard stops them). MD members are never candidates of
-/// their own: a 1.0 member, which probes as the filesystem inside, is marked as a member.
-fn scan(m: &mut dyn Machine, disks: &[PathBuf]) -> Result<(Stack, Vec<Part>)> {
+/// What a scan opens LUKS volumes with: the sender's keys, and the names crypttab gives them
+/// (LUKS UUID → name; learnt from the root found by the first scan).
+#[derive(Debug, Default, Clone)]
+pub struct Unlock {
+    pub keys: Vec<crypt::Key>,
+    pub names: std::collections::BTreeMap<String, String>,
+}
+
+/// The partition devices made to match the tables on disk, probed, plus the MD arrays started,
+/// the LUKS volumes opened and the LVs activated on them (the guard closes them all). MD
+/// members are never candidates of their own: a 1.0 member, which probes as the filesystem
+/// inside, is marked as a member.
+fn scan(m: &mut dyn Machine, disks: &[PathBuf], unlock: &Unlock) -> Result<(Stack, Vec<Part>)> {
     m.refresh(disks)?;
     let mut parts = probe::all(m, disks);
     let mut members = Vec::new();
@@ -253,13 +268,21 @@ fn scan(m: &mut dyn Machine, disks: &[PathBuf]) -> Result<(Stack, Vec<Part>)> {
         }
     }
     let mut stack = Stack { md: md::assemble(&members), ..Stack::default() };
-    let arrays = probe::arrays(&stack.md, &parts);
-    parts.extend(arrays);
+    for a in &stack.md.arrays {
+        let first = a.plan.members.first().map(|m| m.dev.as_path());
+        parts.push(probe::stacked(&a.dev, a.aliases(), first, &parts));
+    }
+    let luks: Vec<&Part> = parts.iter().filter(|p| p.is(FsType::Luks)).collect();
+    stack.crypt = crypt::open(&luks, &unlock.keys, &unlock.names);
+    for v in &stack.crypt.volumes {
+        parts.push(probe::stacked(&v.dev, vec![v.dev.display().to_string()], Some(&v.backing), &parts));
+    }
     let pvs: Vec<PathBuf> = parts.iter().filter(|p| p.is(FsType::LvmPv)).map(|p| p.dev.clone()).collect();
     if !pvs.is_empty() {
         stack.lvs = lvm::activate(&pvs).context("activating LVM volumes")?;
-        let lvs = probe::lvs(&stack.lvs, &parts);
-        parts.extend(lvs);
+        for lv in &stack.lvs.lvs {
+            parts.push(probe::stacked(&lv.dev, lv.aliases(), lv.pvs.first().map(|p| p.as_path()), &parts));
+        }
     }
     Ok((stack, parts))
 }
@@ -278,7 +301,7 @@ pub struct Opened {
 
 /// Finds the root on `disks` (as the conversion's scan and inspect steps do) and mounts it.
 pub fn open_system(disks: &[PathBuf], m: &mut dyn Machine, workdir: &Path) -> Result<Opened> {
-    let (stack, parts) = scan(m, disks).context("scan")?;
+    let (stack, parts) = scan(m, disks, &Unlock::default()).context("scan")?;
     let (root, sys) = find_root(&parts, &stack, workdir).context("inspect")?;
     let map = device_map(&parts);
     let tree =
@@ -317,10 +340,15 @@ fn convert(
     let run = cmd::System;
     // The LVs found now hold their PV partitions open; the kernel re-reads a table only when
     // none is in use, so they are deactivated (the guard dropped) at the end of this block.
+    let mut unlock = Unlock { keys: o.luks_keys.clone(), ..Unlock::default() };
     let (root, sys) = {
-        let (stack, parts) = log.step("scan", Class::Essential, || scan(m, disks))?.context("scan")?;
-        let (root, sys) =
-            log.step("inspect", Class::Essential, || find_root(&parts, &stack, &o.workdir))?.context("inspect")?;
+        let (stack, parts) =
+            log.step("scan", Class::Essential, || scan(m, disks, &unlock))?.context("scan")?;
+        let (root, sys) = log
+            .step("inspect", Class::Essential, || find_root(&parts, &stack, &o.workdir))?
+            .context("inspect")?;
+        // LUKS volumes are opened again under the names the system's crypttab gives them.
+        unlock.names = crypt::crypttab_names(&sys.crypttab, &parts, &device_map(&parts));
         (root.clone(), sys)
     };
     log::info!(
@@ -375,7 +403,8 @@ fn convert(
             Ok(grown)
         })?
         .flatten();
-    let (stack, parts) = log.step("rescan", Class::Essential, || scan(m, disks))?.context("rescan")?;
+    let (stack, parts) =
+        log.step("rescan", Class::Essential, || scan(m, disks, &unlock))?.context("rescan")?;
     let root = parts.iter().find(|p| is_root(p)).context("root filesystem vanished after repartitioning")?;
     let map = device_map(&parts);
     let grown = grown_part.and_then(|(d, n)| parts.iter().find(|p| (p.disk, p.number) == (d, n)));
@@ -403,8 +432,12 @@ fn convert(
         (None, None) => None,
     };
     // A root on an MD array boots from any of its disks: each gets the boot code.
-    let mut boot_disks: Vec<&Path> =
-        stack.member_disks(&root.dev, &parts).into_iter().filter_map(|d| disks.get(d)).map(|d| d.as_path()).collect();
+    let mut boot_disks: Vec<&Path> = stack
+        .member_disks(&root.dev, &parts)
+        .into_iter()
+        .filter_map(|d| disks.get(d))
+        .map(|d| d.as_path())
+        .collect();
     if boot_disks.is_empty() {
         boot_disks.push(&disks[root.disk]);
     }

@@ -214,8 +214,13 @@ fn new_array() -> Result<(u32, PathBuf)> {
         if !dev.exists() {
             // No devtmpfs: the node is made here.
             let mode = nix::sys::stat::Mode::from_bits_truncate(0o600);
-            nix::sys::stat::mknod(&dev, nix::sys::stat::SFlag::S_IFBLK, mode, nix::sys::stat::makedev(9, n as u64))
-                .with_context(|| format!("creating {}", dev.display()))?;
+            nix::sys::stat::mknod(
+                &dev,
+                nix::sys::stat::SFlag::S_IFBLK,
+                mode,
+                nix::sys::stat::makedev(9, n as u64),
+            )
+            .with_context(|| format!("creating {}", dev.display()))?;
         }
         return Ok((n, dev));
     }
@@ -309,7 +314,10 @@ mod tests {
         let plans = plan(&found);
         assert_eq!(plans.len(), 2);
         let a = plans[0].as_ref().unwrap();
-        assert_eq!(a.members.iter().map(|m| m.dev.to_str().unwrap()).collect::<Vec<_>>(), ["/dev/vda2", "/dev/vdb2"]);
+        assert_eq!(
+            a.members.iter().map(|m| m.dev.to_str().unwrap()).collect::<Vec<_>>(),
+            ["/dev/vda2", "/dev/vdb2"]
+        );
         assert!(!a.degraded);
         let b = plans[1].as_ref().unwrap();
         assert!(b.degraded, "one of two members is a degraded array");

@@ -90,23 +90,9 @@ pub fn all(m: &dyn Machine, disks: &[PathBuf]) -> Vec<Part> {
     out
 }
 
-/// The running MD arrays as parts, on the disk of their first member.
-pub fn arrays(md: &crate::md::Assembled, parts: &[Part]) -> Vec<Part> {
-    let mut out = Vec::new();
-    for a in &md.arrays {
-        let first = a.plan.members.first().map(|m| &m.dev);
-        let disk = first.and_then(|d| parts.iter().find(|p| &p.dev == d)).map_or(0, |p| p.disk);
-        out.push(Part::probed(a.dev.clone(), disk, 0, a.aliases()));
-    }
-    out
-}
-
-/// The activated LVs as parts, on the disk of their first PV.
-pub fn lvs(active: &crate::lvm::Active, parts: &[Part]) -> Vec<Part> {
-    let mut out = Vec::new();
-    for lv in &active.lvs {
-        let disk = lv.pvs.first().and_then(|pv| parts.iter().find(|p| &p.dev == pv)).map_or(0, |p| p.disk);
-        out.push(Part::probed(lv.dev.clone(), disk, 0, lv.aliases()));
-    }
-    out
+/// A device stacked on others (an MD array, an opened LUKS volume, an LV) as a part of its own,
+/// on the disk of `lower` (its first member, backing device or PV).
+pub fn stacked(dev: &Path, aliases: Vec<String>, lower: Option<&Path>, parts: &[Part]) -> Part {
+    let disk = lower.and_then(|d| parts.iter().find(|p| p.dev == d)).map_or(0, |p| p.disk);
+    Part::probed(dev.to_path_buf(), disk, 0, aliases)
 }

@@ -94,11 +94,7 @@ pub fn run(j: &Job, log: &mut Log) -> Result<Done> {
                 c.notes
                     .push("host mode: BIOS boot code left as it was (partition starts do not move)".into());
             }
-            let b = Boot {
-                disks: &j.boot_code,
-                root_uuid: j.root_uuid,
-                grub,
-            };
+            let b = Boot { disks: &j.boot_code, root_uuid: j.root_uuid, grub };
             boot::bootloader(g, j.run, j.sys, b, &mut c)
         })?;
     }

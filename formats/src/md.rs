@@ -91,7 +91,11 @@ pub fn parse(sb: &[u8], at: u64, len: u64) -> Result<Superblock> {
     ensure!(sb.len() >= SB_LEN, "short superblock read");
     ensure!(u32_at(sb, 0) == MD_MAGIC && u32_at(sb, 4) == 1, "no MD version-1 superblock at byte {at}");
     // A leftover superblock of an earlier array where this one is not: its own offset says.
-    ensure!(u64_at(sb, 144) == at / 512, "the superblock at byte {at} names its place as sector {}", u64_at(sb, 144));
+    ensure!(
+        u64_at(sb, 144) == at / 512,
+        "the superblock at byte {at} names its place as sector {}",
+        u64_at(sb, 144)
+    );
     let max_dev = u32_at(sb, 220);
     ensure!(max_dev <= 384, "implausible max_dev {max_dev}");
     let want = u32_at(sb, 216);
@@ -145,7 +149,8 @@ pub fn read(f: &dyn ReadAt, start: u64, len: u64) -> Result<Option<Superblock>> 
         if at + SB_LEN as u64 > len {
             continue;
         }
-        f.read_exact_at(&mut sb, start + at).with_context(|| format!("reading the MD superblock at byte {at}"))?;
+        f.read_exact_at(&mut sb, start + at)
+            .with_context(|| format!("reading the MD superblock at byte {at}"))?;
         if u32_at(&sb, 0) == MD_MAGIC && u32_at(&sb, 4) == 1 {
             return parse(&sb, at, len).map(Some);
         }
@@ -230,21 +235,30 @@ mod tests {
         let cases: Vec<(Vec<u8>, &str)> = vec![
             (build(4096, [1; 16], "h:0", 1, 2, 0, 1 << 20, len), "does not fit"),
             (build(4096, [1; 16], "h:0", 1, 2, 0, 0, 1 << 20), "overlaps"),
-            ({
-                let mut sb = build(4096, [1; 16], "h:0", 1, 2, 0, 1 << 20, 1 << 20);
-                sb[72] = 5;
-                sb
-            }, "checksum"),
-            ({
-                let mut sb = build(4096, [1; 16], "h:0", 1, 2, 0, 1 << 20, 1 << 20);
-                sb[160] = 9;
-                fix(sb)
-            }, "device number"),
-            ({
-                let mut sb = build(4096, [1; 16], "h:0", 1, 2, 0, 1 << 20, 1 << 20);
-                sb[144] = 0;
-                fix(sb)
-            }, "names its place"),
+            (
+                {
+                    let mut sb = build(4096, [1; 16], "h:0", 1, 2, 0, 1 << 20, 1 << 20);
+                    sb[72] = 5;
+                    sb
+                },
+                "checksum",
+            ),
+            (
+                {
+                    let mut sb = build(4096, [1; 16], "h:0", 1, 2, 0, 1 << 20, 1 << 20);
+                    sb[160] = 9;
+                    fix(sb)
+                },
+                "device number",
+            ),
+            (
+                {
+                    let mut sb = build(4096, [1; 16], "h:0", 1, 2, 0, 1 << 20, 1 << 20);
+                    sb[144] = 0;
+                    fix(sb)
+                },
+                "names its place",
+            ),
         ];
         for (sb, want) in cases {
             let e = read(&place(sb), 0, len).unwrap_err();

@@ -40,10 +40,15 @@ pub const WANTED: &[&str] = &[
     "crc32c_generic",
     "crc32c-intel",
     "libcrc32c",
-    // volume management, MD RAID1 and loop devices for conversion
+    // volume management, MD RAID1, LUKS and loop devices for conversion
     "dm-mod",
     "md-mod",
     "raid1",
+    "dm-crypt",
+    "xts",
+    "ecb",
+    "essiv",
+    "aesni-intel",
     "loop",
 ];
 

@@ -100,6 +100,9 @@ struct Convert {
     /// where the system is mounted while converting (default /run/ferry/convert)
     #[argh(option, default = "String::from(\"/run/ferry/convert\")")]
     workdir: String,
+    /// a passphrase or key file for the system's LUKS volumes (its exact bytes); repeatable
+    #[argh(option)]
+    luks_key_file: Vec<String>,
 }
 
 /// Receive disks from `ferry send` into block devices or image files on this host.
@@ -253,9 +256,9 @@ fn receive(r: Receive) -> anyhow::Result<i32> {
             keep_raw: r.keep_raw,
             status: rx.status.clone(),
         };
-        rx.finalize = Some(Box::new(move |targets, hooks| {
+        rx.finalize = Some(Box::new(move |targets, handover| {
             let paths: Vec<std::path::PathBuf> = targets.iter().map(|t| t.path.clone().into()).collect();
-            job.finalize(&paths, hooks)
+            job.finalize(&paths, handover)
         }));
     }
     let listener =
@@ -351,8 +354,23 @@ fn convert(c: Convert) -> anyhow::Result<i32> {
     let disks: Vec<std::path::PathBuf> = c.disk.iter().map(Into::into).collect();
     private_mounts()?;
     let nics = if c.nic.is_empty() { Nics::Kernel } else { Nics::Names(c.nic) };
-    let opts =
-        ferry_convert::Options { grow: !c.no_grow, workdir: c.workdir.into(), nics, hooks: Vec::new() };
+    let luks_keys = c
+        .luks_key_file
+        .iter()
+        .map(|p| ferry_convert::crypt::read_key_file(p.as_ref()))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    anyhow::ensure!(
+        luks_keys.len() <= ferry_convert::crypt::MAX_KEYS,
+        "at most {} --luks-key-file",
+        ferry_convert::crypt::MAX_KEYS
+    );
+    let opts = ferry_convert::Options {
+        grow: !c.no_grow,
+        workdir: c.workdir.into(),
+        nics,
+        hooks: Vec::new(),
+        luks_keys,
+    };
     let rep = ferry_convert::run(&disks, &mut ferry_convert::machine::Host::default(), &opts);
     println!("{}", serde_json::to_string_pretty(&rep)?);
     Ok(if rep.ok { 0 } else { 1 })

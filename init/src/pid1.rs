@@ -137,7 +137,7 @@ fn job(cfg: &Config, shared: &Shared) -> anyhow::Result<After> {
     let mut rx = Receiver::new(token, Vec::new(), "/run/ferry".into())?;
     rx.discover = Some(Box::new(discover));
     let (sh, grow, convert) = (shared.clone(), cfg.grow, cfg.convert);
-    rx.finalize = Some(Box::new(move |targets, hooks| {
+    rx.finalize = Some(Box::new(move |targets, handover| {
         if !convert {
             return ferry_replicator::receiver::Finalized {
                 ok: true,
@@ -150,7 +150,8 @@ fn job(cfg: &Config, shared: &Shared) -> anyhow::Result<After> {
             grow,
             workdir: "/run/ferry/convert".into(),
             nics: ferry_convert::nics::Nics::Kernel,
-            hooks: hooks.to_vec(),
+            hooks: handover.hooks.clone(),
+            luks_keys: handover.luks_keys.clone(),
         };
         let rep = std::panic::catch_unwind(|| {
             ferry_convert::run(&disks, &mut ferry_convert::machine::Appliance, &opts)

@@ -179,8 +179,8 @@ pub struct Job {
 
 impl Job {
     /// Converts the received system and writes the images and the manifest.
-    pub fn finalize(&self, targets: &[PathBuf], hooks: &[ferry_convert::hooks::Hook]) -> Finalized {
-        match self.run(targets, hooks) {
+    pub fn finalize(&self, targets: &[PathBuf], h: &ferry_replicator::receiver::Handover) -> Finalized {
+        match self.run(targets, &h.hooks, &h.luks_keys) {
             Ok(m) => Finalized { ok: true, report: serde_json::to_value(&m).unwrap_or_default() },
             Err(e) => {
                 Finalized { ok: false, report: serde_json::json!({ "ok": false, "error": format!("{e:#}") }) }
@@ -188,7 +188,12 @@ impl Job {
         }
     }
 
-    fn run(&self, targets: &[PathBuf], hooks: &[ferry_convert::hooks::Hook]) -> Result<Manifest> {
+    fn run(
+        &self,
+        targets: &[PathBuf],
+        hooks: &[ferry_convert::hooks::Hook],
+        luks_keys: &[ferry_convert::crypt::Key],
+    ) -> Result<Manifest> {
         // A run hook is root in a chroot with this host's /dev, /proc and /sys: fine in a
         // throwaway appliance, not on a host that receives images.
         if let Some(h) = hooks.iter().find(|h| h.kind == ferry_convert::hooks::HookKind::Run) {
@@ -199,6 +204,7 @@ impl Job {
             workdir: self.dir.join(".convert"),
             nics: ferry_convert::nics::Nics::Kernel,
             hooks: hooks.to_vec(),
+            luks_keys: luks_keys.to_vec(),
         };
         let rep = ferry_convert::run(targets, &mut ferry_convert::machine::Host::default(), &opts);
         remove_empty_dirs(&opts.workdir);

@@ -70,6 +70,7 @@ fn sigkill_receiver_then_resume() {
         freeze: false,
         knobs: None,
         hooks: Vec::new(),
+        luks_keys: Vec::new(),
     };
     let mut rx = receiver(port, &tgt, &state);
     let o2 = o.clone();

@@ -70,6 +70,7 @@ fn accept_errors_are_retried() {
         freeze: false,
         knobs: None,
         hooks: Vec::new(),
+        luks_keys: Vec::new(),
     };
     let sent = std::thread::spawn(move || sender::send(&o));
     let t1 = Instant::now();

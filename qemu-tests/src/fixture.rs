@@ -65,7 +65,8 @@ pub fn md_raid1() -> Result<(PathBuf, PathBuf)> {
     let table = crate::run(Command::new("sfdisk").arg("-J").arg(&base))?;
     let table: serde_json::Value = serde_json::from_str(&table)?;
     let p2 = &table["partitiontable"]["partitions"][1];
-    let (start, size) = (p2["start"].as_u64().context("p2 start")? * 512, p2["size"].as_u64().context("p2 size")? * 512);
+    let (start, size) =
+        (p2["start"].as_u64().context("p2 start")? * 512, p2["size"].as_u64().context("p2 size")? * 512);
     let data_len = (size - (1 << 20)) / (1 << 20) * (1 << 20);
     for (i, o) in out.iter().enumerate() {
         let tmp = o.with_extension("tmp");
@@ -77,6 +78,77 @@ pub fn md_raid1() -> Result<(PathBuf, PathBuf)> {
         std::fs::rename(&tmp, o)?;
     }
     Ok((out[0].clone(), out[1].clone()))
+}
+
+/// The passphrase of the LUKS root fixture (also its key file inside, for unattended boots).
+pub const LUKS_KEY: &[u8] = b"ferry luks root passphrase";
+
+/// A partition of an image as a device of its own.
+struct Region {
+    f: std::fs::File,
+    start: u64,
+    len: u64,
+}
+
+impl ferry_formats::ReadAt for Region {
+    fn read_exact_at(&self, buf: &mut [u8], off: u64) -> std::io::Result<()> {
+        if off.checked_add(buf.len() as u64).is_none_or(|e| e > self.len) {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        std::os::unix::fs::FileExt::read_exact_at(&self.f, buf, self.start + off)
+    }
+    fn size(&self) -> std::io::Result<u64> {
+        Ok(self.len)
+    }
+}
+
+/// The Debian 12 Xen-guest fixture with its root in a LUKS2 volume on partition 3 and /boot on
+/// partition 2 (see `fixtures/luks-root.sh`), and the key file that opens it. The script leaves
+/// the root filesystem as plaintext in the data segment (the host has no dm-crypt); it is
+/// encrypted here with the volume key, as dm-crypt would (aes-xts-plain64, 512-byte sectors).
+pub fn luks_root() -> Result<(PathBuf, PathBuf)> {
+    use aes::cipher::KeyInit;
+    use std::os::unix::fs::FileExt;
+    let dir = crate::cache_dir().join("fixtures");
+    std::fs::create_dir_all(&dir)?;
+    let key = dir.join("luks-root.key");
+    if std::fs::read(&key).ok().as_deref() != Some(LUKS_KEY) {
+        std::fs::write(&key, LUKS_KEY)?;
+    }
+    let plain = derived("luks-root.sh", BOOKWORM, &[&key.display().to_string()], "luks-root")?;
+    let out = plain.with_extension("enc.img");
+    if out.exists() {
+        return Ok((out, key));
+    }
+    let tmp = out.with_extension("tmp");
+    copy(&plain, &tmp)?;
+    let table: serde_json::Value =
+        serde_json::from_str(&crate::run(Command::new("sfdisk").arg("-J").arg(&tmp))?)?;
+    let p3 = &table["partitiontable"]["partitions"][2];
+    let (start, len) =
+        (p3["start"].as_u64().context("p3 start")? * 512, p3["size"].as_u64().context("p3 size")? * 512);
+    let f = std::fs::OpenOptions::new().read(true).write(true).open(&tmp)?;
+    let part = Region { f: f.try_clone()?, start, len };
+    let v = ferry_convert::luks::unlock(&part, LUKS_KEY).context("opening the fixture's LUKS header")?;
+    anyhow::ensure!(
+        v.cipher == "aes-xts-plain64" && v.key.len() == 64 && v.sector_size == 512,
+        "unexpected {v:?}"
+    );
+    let xts =
+        xts_mode::Xts128::new(aes::Aes256::new(v.key[..32].into()), aes::Aes256::new(v.key[32..].into()));
+    let data = v.offset_sectors * 512;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut off = 0;
+    while data + off < len {
+        let n = (len - data - off).min(buf.len() as u64) as usize;
+        f.read_exact_at(&mut buf[..n], start + data + off)?;
+        xts.encrypt_area(&mut buf[..n], 512, (v.iv_tweak + off / 512) as u128, xts_mode::get_tweak_default);
+        f.write_all_at(&buf[..n], start + data + off)?;
+        off += n as u64;
+    }
+    drop(f);
+    std::fs::rename(&tmp, &out)?;
+    Ok((out, key))
 }
 
 const BOOKWORM: (&str, &str) = ("bookworm", "gpt-bios-ext4");

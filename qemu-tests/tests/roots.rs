@@ -4,6 +4,11 @@
 //!   found in its subvolume, mounted with fstab's `subvol=` options, the btrfs module kept in the
 //!   initramfs, `root=` by UUID with `rootflags=subvol=@` kept, the filesystem grown with the
 //!   partition (BTRFS_IOC_RESIZE), GRUB still reading its files from inside `@`.
+//! - LUKS2 (argon2id, aes-xts-plain64) holding the ext4 root, /boot on its own partition,
+//!   crypttab with a key file in the initramfs: the key sent by `ferry send --luks-key-file`
+//!   opens it in the appliance under crypttab's name, the initramfs is rebuilt with cryptsetup,
+//!   and the VM boots unattended from /dev/mapper/root_crypt; without the key (or with a wrong
+//!   one) `ferry-init convert` refuses before changing a byte, naming the volume;
 //! - MD RAID1 (metadata 1.2, the array in mdadm.conf, root named /dev/md0): both members sent
 //!   into the appliance onto two disks, the array started there with the kernel's md driver and
 //!   converted through it (both mirrors written), GRUB installed on both disks; the VM boots
@@ -70,6 +75,11 @@ fn btrfs_subvolume_root_boots_on_virtio() {
 /// Sends `sources` into the appliance onto as many new disks of `mib`, which it converts;
 /// the conversion report.
 fn migrate(sources: &[&Path], targets: &[&Path], mib: u64) -> serde_json::Value {
+    migrate_with(sources, targets, mib, &[])
+}
+
+/// [`migrate`] with more `ferry send` arguments.
+fn migrate_with(sources: &[&Path], targets: &[&Path], mib: u64, args: &[&str]) -> serde_json::Value {
     const TOKEN: &str = "roots-test-token";
     let (status, data) = (free_port(), free_port());
     let mut b = VmBuilder::new("appliance").memory(1536).appliance(&format!("ip=dhcp ferry.token={TOKEN}"));
@@ -84,7 +94,7 @@ fn migrate(sources: &[&Path], targets: &[&Path], mib: u64) -> serde_json::Value 
     for (i, s) in sources.iter().enumerate() {
         send.arg("--disk").arg(format!("{}=vd{}", s.display(), (b'a' + i as u8) as char));
     }
-    let out = send.output().unwrap();
+    let out = send.args(args).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "ferry send: {}\n{stdout}\n{}", out.status, app.serial());
     let report = stdout.lines().rfind(|l| l.contains("\"report\"")).unwrap();
@@ -149,7 +159,11 @@ fn md_raid1_root_on_two_disks_boots_on_virtio() {
     let line = serial.lines().find(|l| l.contains(MARKER)).unwrap().trim().to_string();
     assert!(field(&line, "root").starts_with("/dev/md"), "{line}");
     // root=/dev/md0 of the system's own GRUB_CMDLINE_LINUX is kept: mdadm.conf names the array.
-    assert!(matches!(field(&line, "cmdline_root"), "/dev/md0") || field(&line, "cmdline_root").starts_with("UUID="), "{line}");
+    assert!(
+        matches!(field(&line, "cmdline_root"), "/dev/md0")
+            || field(&line, "cmdline_root").starts_with("UUID="),
+        "{line}"
+    );
     assert!(field(&line, "md").contains("=active:[UU]"), "both mirrors in the array: {line}");
     assert!(field(&line, "addrs").contains("eth0=10.0.2.15/24"), "{line}");
     stage("mirrored");
@@ -167,7 +181,8 @@ fn md_raid1_root_one_member_boots_degraded() {
     let target = t.path().join("t.img");
     let conv = migrate(&[&src], &[&target], 2048);
     assert!(conv["root"].as_str().unwrap().starts_with("/dev/md"), "{conv:#}");
-    let mut vm = VmBuilder::new("md-degraded").disk(Disk::new(&target, Bus::Virtio, "DISK0")).start().unwrap();
+    let mut vm =
+        VmBuilder::new("md-degraded").disk(Disk::new(&target, Bus::Virtio, "DISK0")).start().unwrap();
     vm.wait_serial(MARKER, Duration::from_secs(600)).unwrap();
     stage("booted");
     let serial = vm.serial();
@@ -175,4 +190,60 @@ fn md_raid1_root_one_member_boots_degraded() {
     assert!(field(&line, "root").starts_with("/dev/md"), "{line}");
     assert!(field(&line, "md").contains("=active:[_U]"), "the array runs on its second member: {line}");
     stage("degraded");
+}
+
+#[test]
+fn luks_root_opened_with_the_senders_key_boots_on_virtio() {
+    let t = tempfile::tempdir().unwrap();
+    let (img, key) = fixture::luks_root().unwrap();
+    let src = t.path().join("src.img");
+    fixture::copy(&img, &src).unwrap();
+    let target = t.path().join("t.img");
+    let conv = migrate_with(&[&src], &[&target], 3072, &["--luks-key-file", key.to_str().unwrap()]);
+    assert_eq!(conv["root"], "/dev/mapper/root_crypt", "{conv:#}");
+    let text = conv.to_string();
+    assert!(!text.contains(std::str::from_utf8(fixture::LUKS_KEY).unwrap()), "the key is in the report");
+    assert!(conv["initramfs"].to_string().contains("initrd.img"), "{conv:#}");
+    let mut vm = VmBuilder::new("luks-root").disk(Disk::new(&target, Bus::Virtio, "DISK0")).start().unwrap();
+    vm.wait_serial(MARKER, Duration::from_secs(400)).unwrap();
+    stage("booted");
+    let serial = vm.serial();
+    let line = serial.lines().find(|l| l.contains(MARKER)).unwrap().trim().to_string();
+    assert_eq!(field(&line, "root"), "/dev/mapper/root_crypt", "{line}");
+    assert!(field(&line, "mounts").contains("/boot=/dev/vda2"), "{line}");
+    assert!(field(&line, "addrs").contains("eth0=10.0.2.15/24"), "{line}");
+    stage("unlocked");
+}
+
+/// Without its key, or with a wrong one, the encrypted root is refused by name before anything
+/// on the disk changes.
+#[test]
+fn luks_root_without_its_key_is_refused_before_any_change() {
+    let t = tempfile::tempdir().unwrap();
+    let (img, _) = fixture::luks_root().unwrap();
+    let src = t.path().join("src.img");
+    fixture::copy(&img, &src).unwrap();
+    let wrong = t.path().join("wrong.key");
+    std::fs::write(&wrong, b"not the passphrase").unwrap();
+    for (args, want) in [
+        (vec![], "no key was given (ferry send --luks-key-file)"),
+        (vec!["--luks-key-file", wrong.to_str().unwrap()], "none of the 1 keys given opens it"),
+    ] {
+        let out = Command::new(binary("ferry-init"))
+            .args(["convert", "--workdir"])
+            .arg(t.path().join("work"))
+            .arg("--disk")
+            .arg(&src)
+            .args(&args)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(!out.status.success(), "{stdout}");
+        let rep: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+        let err = rep["error"].as_str().unwrap_or("");
+        assert!(err.contains("LUKS volume") && err.contains(want), "{want}: {err}");
+        let same = Command::new("cmp").arg("-s").arg(&img).arg(&src).status().unwrap();
+        assert!(same.success(), "the disk changed");
+    }
+    stage("refused");
 }

@@ -193,6 +193,32 @@ fn hooks_are_bounded_and_named_safely() {
     assert!(!called.load(Ordering::SeqCst), "conversion started after a bad hook");
 }
 
+/// LUKS keys from the peer are bounded (count, size) and a bad one ends the session before any
+/// conversion.
+#[test]
+fn luks_keys_are_bounded() {
+    let c = case();
+    let (r, called) = watched_receiver(&c);
+    let key = |len: usize| Msg::LuksKey { key: vec![b'k'; len].into() };
+    let cases: [(Vec<Msg>, &str); 3] = [
+        ((0..9).map(|_| key(16)).collect(), "more than 8 LUKS keys"),
+        (vec![key(0)], "a LUKS key of 0 bytes"),
+        (vec![key((64 << 10) + 1)], "a LUKS key of 65537 bytes"),
+    ];
+    for (msgs, want) in cases {
+        let mut s = authenticated(r.addr, &c.src);
+        for m in &msgs {
+            if write_frame(&mut s, m).is_err() {
+                break;
+            }
+        }
+        let _ = s.flush();
+        let e = r.outcomes.recv_timeout(Duration::from_secs(30)).unwrap().unwrap_err();
+        assert!(e.contains(want), "{want}: {e}");
+    }
+    assert!(!called.load(Ordering::SeqCst), "conversion started after a bad key");
+}
+
 #[test]
 fn tls_below_1_3_is_refused() {
     let c = case();

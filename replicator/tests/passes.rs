@@ -136,7 +136,8 @@ fn frozen_live_source_gives_a_clean_copy() {
 
 /// The finalize hook's report reaches the sender as a JSON value (not JSON inside a string),
 /// with its outcome; a plain pass says so in a note. The sender's customization hooks reach the
-/// conversion whole, with the finalizing pass only.
+/// conversion whole, with the finalizing pass only; so do LUKS keys (in memory; the hook here
+/// proves their bytes arrived by hashing them).
 #[test]
 fn the_receivers_report_is_a_json_document() {
     let t = tempfile::tempdir().unwrap();
@@ -145,11 +146,12 @@ fn the_receivers_report_is_a_json_document() {
     let tgt = t.path().join("tgt.img");
     garbage(&tgt, 8 * MIB);
     let r = receiver_with(&[&tgt], &t.path().join("state"), |rx| {
-        rx.finalize = Some(Box::new(|targets, hooks| ferry_replicator::receiver::Finalized {
+        rx.finalize = Some(Box::new(|targets, h| ferry_replicator::receiver::Finalized {
             ok: false,
             report: serde_json::json!({
                 "ok": false, "error": "no root", "targets": targets.len(),
-                "hooks": hooks.iter().map(|h| (h.kind, &h.name, h.body.len())).collect::<Vec<_>>(),
+                "hooks": h.hooks.iter().map(|h| (h.kind, &h.name, h.body.len())).collect::<Vec<_>>(),
+                "keys": h.luks_keys.iter().map(|k| ferry_replicator::digest::hex(blake3::hash(&k.0).as_bytes())).collect::<Vec<_>>(),
             }),
         }))
     });
@@ -159,6 +161,8 @@ fn the_receivers_report_is_a_json_document() {
         Hook { kind: HookKind::Run, name: "setup.sh".into(), body: vec![b'x'; 300_000] },
         Hook { kind: HookKind::Firstboot, name: "hello".into(), body: b"#!/bin/sh\n".to_vec() },
     ];
+    let keys = [b"correct horse battery staple".to_vec(), vec![0xa5; 4096]];
+    o.luks_keys = keys.iter().map(|k| ferry_convert::crypt::Key::new(k.clone())).collect();
     o.finalize = false;
     let pass = send(&o).unwrap();
     assert_eq!(pass.receiver_report["note"], "pass complete; waiting for more passes");
@@ -171,4 +175,7 @@ fn the_receivers_report_is_a_json_document() {
         last.receiver_report["hooks"],
         serde_json::json!([["run", "setup.sh", 300_000], ["firstboot", "hello", 10]])
     );
+    let want: Vec<String> =
+        keys.iter().map(|k| ferry_replicator::digest::hex(blake3::hash(k).as_bytes())).collect();
+    assert_eq!(last.receiver_report["keys"], serde_json::json!(want));
 }

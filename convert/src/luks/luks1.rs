@@ -71,6 +71,7 @@ pub fn unlock(dev: &dyn ReadAt, size: u64, passphrase: &[u8]) -> Result<Volume, 
                 if ct_eq(&check, mk_digest) {
                     let uuid = cstr(&h[168..208]);
                     return Ok(Volume {
+                        version: 1,
                         uuid,
                         cipher,
                         key,

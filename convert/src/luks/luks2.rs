@@ -41,6 +41,7 @@ pub fn unlock(
         match try_keyslot(dev, ks, digest, passphrase) {
             Ok(Some(key)) => {
                 return Ok(Volume {
+                    version: 2,
                     uuid: hdr.uuid.clone(),
                     cipher: seg.cipher.clone(),
                     key,

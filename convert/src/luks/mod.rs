@@ -24,6 +24,8 @@ use zeroize::Zeroizing;
 
 /// What dm-crypt needs to map the plaintext of an unlocked volume.
 pub struct Volume {
+    /// 1 or 2 (dm-crypt's uuid says `CRYPT-LUKS1-…` or `CRYPT-LUKS2-…`).
+    pub version: u8,
     /// The header's UUID (what `/dev/disk/by-uuid` and crypttab name the LUKS device by).
     pub uuid: String,
     /// The data segment's cipher in dm-crypt's spelling, e.g. `aes-xts-plain64`.
@@ -43,6 +45,7 @@ pub struct Volume {
 impl std::fmt::Debug for Volume {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Volume")
+            .field("version", &self.version)
             .field("uuid", &self.uuid)
             .field("cipher", &self.cipher)
             .field("key", &format_args!("<{} bytes>", self.key.len()))

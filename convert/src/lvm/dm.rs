@@ -37,12 +37,28 @@ nix::ioctl_readwrite!(dm_dev_suspend, 0xfd, 6, DmIoctl);
 nix::ioctl_readwrite!(dm_table_load, 0xfd, 9, DmIoctl);
 
 /// One line of a table: start and length in sectors, target type, parameters.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct Target {
     pub start: u64,
     pub len: u64,
     pub kind: String,
     pub params: String,
+}
+
+/// A crypt target's parameters hold its key: they are never printed.
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let params = if self.kind == "crypt" { "<key withheld>" } else { self.params.as_str() };
+        write!(f, "{} {} {} {}", self.start, self.len, self.kind, params)
+    }
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        if self.kind == "crypt" {
+            zeroize::Zeroize::zeroize(&mut self.params);
+        }
+    }
 }
 
 fn header(name: &str, uuid: &str, data_size: usize) -> DmIoctl {
@@ -125,6 +141,8 @@ pub fn create(name: &str, uuid: &str, targets: &[Target], readonly: bool) -> Res
     // and writes within data_size. The buffer is 8-byte aligned in practice (Vec<u8> from the
     // global allocator), and dm copies it with copy_from_user, which has no alignment needs.
     let r = unsafe { dm_table_load(fd, buf.as_mut_ptr().cast::<DmIoctl>()) };
+    // A crypt table holds a key.
+    zeroize::Zeroize::zeroize(&mut buf);
     let r = r.with_context(|| format!("device-mapper: loading the table of {name} ({targets:?})")).and_then(
         |_| {
             let mut h = header(name, "", HEADER);
@@ -138,6 +156,32 @@ pub fn create(name: &str, uuid: &str, targets: &[Target], readonly: bool) -> Res
     }
     // The kernel encodes dev_t the way new_encode_dev does, which glibc's major/minor decode.
     Ok((nix::sys::stat::major(dev), nix::sys::stat::minor(dev)))
+}
+
+/// Points `link` (`/dev/mapper/NAME`, `/dev/VG/LV`) at the device node `node` (`dm-3`). Only an
+/// old symlink is replaced: a device node or file of this machine never.
+pub fn link(link: &std::path::Path, node: &str) -> Result<()> {
+    if let Some(dir) = link.parent() {
+        std::fs::create_dir_all(dir).ok();
+    }
+    match std::fs::symlink_metadata(link) {
+        Ok(m) if m.file_type().is_symlink() => {
+            std::fs::remove_file(link).with_context(|| format!("replacing the link {}", link.display()))?
+        }
+        Ok(_) => anyhow::bail!("{} exists and is not a link", link.display()),
+        Err(_) => {}
+    }
+    let target = format!("../{node}");
+    std::os::unix::fs::symlink(&target, link)
+        .with_context(|| format!("linking {} to {target}", link.display()))
+}
+
+/// The kernel's name (`dm-3`) of the block device `major:minor`.
+pub fn node_name(major: u64, minor: u64) -> String {
+    std::fs::canonicalize(format!("/sys/dev/block/{major}:{minor}"))
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| format!("dm-{minor}"))
 }
 
 /// Removes a device.

@@ -241,27 +241,10 @@ pub fn activate(devs: &[PathBuf]) -> Result<Active> {
             let readonly = !lv.strs("status").contains(&"WRITE");
             let (major, minor) = dm::create(&name, &uuid, &targets, readonly)
                 .with_context(|| format!("activating {vgname}/{lvname}"))?;
-            let node = std::fs::canonicalize(format!("/sys/dev/block/{major}:{minor}"))
-                .ok()
-                .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-                .unwrap_or_else(|| format!("dm-{minor}"));
+            let node = dm::node_name(major, minor);
             let mapper = PathBuf::from(format!("/dev/mapper/{name}"));
-            let vgdir = PathBuf::from(format!("/dev/{vgname}"));
-            std::fs::create_dir_all(&vgdir).ok();
-            for (link, target) in
-                [(mapper.clone(), format!("../{node}")), (vgdir.join(lvname), format!("../{node}"))]
-            {
-                // Only an old symlink is replaced: a device node or file of this machine never.
-                match std::fs::symlink_metadata(&link) {
-                    Ok(m) if m.file_type().is_symlink() => std::fs::remove_file(&link)
-                        .with_context(|| format!("replacing the link {}", link.display()))?,
-                    Ok(_) => {
-                        bail!("{} exists and is not a link; not activating {vgname}/{lvname}", link.display())
-                    }
-                    Err(_) => {}
-                }
-                std::os::unix::fs::symlink(&target, &link)
-                    .with_context(|| format!("linking {} to {target}", link.display()))?;
+            for link in [mapper.clone(), PathBuf::from(format!("/dev/{vgname}/{lvname}"))] {
+                dm::link(&link, &node).with_context(|| format!("activating {vgname}/{lvname}"))?;
                 active.links.push(link);
             }
             // Table parameters name devices as whole MAJ:MIN words.

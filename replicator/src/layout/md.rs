@@ -42,7 +42,6 @@ pub(super) fn free(
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use super::*;
     use ferry_formats::fs::MD_MAGIC;
     use ferry_formats::md::{checksum, SB_LEN};
 

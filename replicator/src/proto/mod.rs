@@ -178,6 +178,11 @@ pub enum Msg {
         name: String,
         body: serde_bytes::ByteBuf,
     },
+    /// A passphrase or key file for the migrated system's LUKS volumes (before a finalizing
+    /// `Finish`): held in memory for the conversion only. At most 8, 64 KiB each.
+    LuksKey {
+        key: serde_bytes::ByteBuf,
+    },
 }
 
 impl Msg {
@@ -198,6 +203,7 @@ impl Msg {
             Msg::DiskEnd { .. } => "DiskEnd",
             Msg::DiskDone { .. } => "DiskDone",
             Msg::Finish { .. } => "Finish",
+            Msg::LuksKey { .. } => "LuksKey",
             Msg::Finished { .. } => "Finished",
             Msg::Error { .. } => "Error",
             Msg::Sink { .. } => "Sink",

@@ -105,8 +105,17 @@ pub struct Finalized {
     pub report: serde_json::Value,
 }
 
-/// Gets the targets and the sender's customization hooks (validated).
-pub type FinalizeHook = Box<dyn Fn(&[TargetInfo], &[ferry_convert::hooks::Hook]) -> Finalized + Send + Sync>;
+/// What the sender hands to the conversion with a finalizing pass.
+#[derive(Debug, Default)]
+pub struct Handover {
+    /// Customization hooks (validated).
+    pub hooks: Vec<ferry_convert::hooks::Hook>,
+    /// Keys for LUKS volumes, in memory only.
+    pub luks_keys: Vec<ferry_convert::crypt::Key>,
+}
+
+/// Gets the targets and what the sender handed over.
+pub type FinalizeHook = Box<dyn Fn(&[TargetInfo], &Handover) -> Finalized + Send + Sync>;
 
 pub struct Receiver {
     pub token: String,

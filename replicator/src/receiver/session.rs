@@ -231,7 +231,7 @@ impl Receiver {
         });
         write_frame(s, &Msg::PlanOk { disks: starts.clone() })?;
         let started = super::unix_now();
-        let (finalize, hooks) = self.stream(s, &mut rx, verify)?;
+        let (finalize, handover) = self.stream(s, &mut rx, verify)?;
         let written: u64 = rx.iter().map(|r| r.bytes_written).sum();
         // Close the targets (and their exclusive claims) before conversion mounts them.
         drop(rx);
@@ -261,7 +261,7 @@ impl Receiver {
         let done = if finalize {
             self.set(|st| st.state = "finalizing".into());
             match &self.finalize {
-                Some(h) => h(&starts.iter().map(|d| d.target.clone()).collect::<Vec<_>>(), &hooks),
+                Some(h) => h(&starts.iter().map(|d| d.target.clone()).collect::<Vec<_>>(), &handover),
                 None => note("data complete"),
             }
         } else {
@@ -279,11 +279,17 @@ impl Receiver {
         Ok(if finalize { Outcome::Finalized } else { Outcome::Pass })
     }
 
-    /// The transfer to its `Finish`: whether to finalize, and the hooks sent for the conversion.
-    fn stream(&self, s: &mut ServerStream, rx: &mut [DiskRx], verify: bool) -> Result<(bool, Vec<Hook>)> {
+    /// The transfer to its `Finish`: whether to finalize, and what was sent for the conversion.
+    fn stream(
+        &self,
+        s: &mut ServerStream,
+        rx: &mut [DiskRx],
+        verify: bool,
+    ) -> Result<(bool, super::Handover)> {
         // Each disk ends once; nothing may arrive for it afterwards, and Finish only after all.
         let mut ended = vec![false; rx.len()];
         let mut hooks: Vec<Hook> = Vec::new();
+        let mut luks_keys = Vec::new();
         let disk_of = |d: u32, ended: &[bool]| -> Result<usize> {
             let i = d as usize;
             if i >= ended.len() {
@@ -365,17 +371,29 @@ impl Receiver {
                     hooks.push(Hook { kind, name: proto::sanitize(&name, 80), body: body.into_vec() });
                     ferry_convert::hooks::validate(&hooks).context("protocol error: a customization hook")?;
                 }
+                Msg::LuksKey { key } => {
+                    use ferry_convert::crypt::{Key, MAX_KEYS, MAX_KEY_LEN};
+                    let key = Key::new(key.into_vec());
+                    ensure!(luks_keys.len() < MAX_KEYS, "protocol error: more than {MAX_KEYS} LUKS keys");
+                    ensure!(
+                        (1..=MAX_KEY_LEN).contains(&key.0.len()),
+                        "protocol error: a LUKS key of {} bytes (1 to {MAX_KEY_LEN})",
+                        key.0.len()
+                    );
+                    luks_keys.push(key);
+                }
                 Msg::Finish { finalize } => {
                     let open: Vec<String> =
                         rx.iter().zip(&ended).filter(|(_, e)| !**e).map(|(r, _)| r.name.clone()).collect();
                     ensure!(open.is_empty(), "protocol error: Finish before the end of {}", open.join(", "));
-                    if !finalize && !hooks.is_empty() {
+                    if !finalize && !(hooks.is_empty() && luks_keys.is_empty()) {
                         log::warn!(
-                            "receiver: {} hook(s) sent with a pass that does not finalize; ignored",
-                            hooks.len()
+                            "receiver: {} hook(s) and {} LUKS key(s) sent with a pass that does not finalize; ignored",
+                            hooks.len(),
+                            luks_keys.len()
                         );
                     }
-                    return Ok((finalize, hooks));
+                    return Ok((finalize, super::Handover { hooks, luks_keys }));
                 }
                 other => bail!("protocol error: unexpected {} during the transfer", other.kind()),
             }

@@ -46,6 +46,8 @@ pub struct Options {
     pub knobs: Option<Arc<control::Knobs>>,
     /// Customization hooks sent with a finalizing pass (`--hook run=FILE`, `firstboot=FILE`).
     pub hooks: Vec<ferry_convert::hooks::Hook>,
+    /// Keys for the system's LUKS volumes, sent with a finalizing pass (`--luks-key-file`).
+    pub luks_keys: Vec<ferry_convert::crypt::Key>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -274,6 +276,9 @@ pub fn send(o: &Options) -> Result<Report> {
     if o.finalize {
         for h in &o.hooks {
             c.send(&Msg::Hook { kind: h.kind, name: h.name.clone(), body: h.body.clone().into() })?;
+        }
+        for k in &o.luks_keys {
+            c.send(&Msg::LuksKey { key: k.0.to_vec().into() })?;
         }
     }
     c.send(&Msg::Finish { finalize: o.finalize })?;

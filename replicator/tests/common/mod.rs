@@ -279,6 +279,7 @@ pub fn opts(to: SocketAddr, disks: &[(&Path, &str)]) -> Options {
         freeze: false,
         knobs: None,
         hooks: Vec::new(),
+        luks_keys: Vec::new(),
     }
 }
 

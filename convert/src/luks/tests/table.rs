@@ -6,6 +6,7 @@ use zeroize::Zeroizing;
 
 fn volume(sector_size: u32, size_sectors: Option<u64>) -> Volume {
     Volume {
+        version: 2,
         uuid: "u".into(),
         cipher: "aes-xts-plain64".into(),
         key: Zeroizing::new((0u8..64).collect()),

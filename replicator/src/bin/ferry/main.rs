@@ -136,6 +136,11 @@ struct Send {
     /// it), firstboot=FILE runs once on the new VM's first boot
     #[argh(option)]
     hook: Vec<String>,
+    /// a passphrase or key file (its exact bytes, as cryptsetup --key-file reads it) that
+    /// opens the system's LUKS volumes in the appliance; repeatable. Sent over the
+    /// authenticated channel with the finalizing pass, held there in memory only
+    #[argh(option)]
+    luks_key_file: Vec<String>,
 }
 
 /// Show the partitions, filesystems and byte ranges `ferry send` would read.
@@ -240,6 +245,12 @@ fn disks(list: &[String]) -> Result<Vec<(String, String)>> {
 }
 
 /// `--hook run=FILE` / `firstboot=FILE`: read, named after the file, validated.
+fn luks_keys(files: &[String]) -> Result<Vec<ferry_convert::crypt::Key>> {
+    use ferry_convert::crypt::{read_key_file, MAX_KEYS};
+    anyhow::ensure!(files.len() <= MAX_KEYS, "at most {MAX_KEYS} --luks-key-file");
+    files.iter().map(|f| read_key_file(f.as_ref()).context("--luks-key-file")).collect()
+}
+
 fn hooks(list: &[String]) -> Result<Vec<ferry_convert::hooks::Hook>> {
     use ferry_convert::hooks::{self, Hook, HookKind};
     let mut out = Vec::new();
@@ -297,6 +308,7 @@ fn send(a: Send) -> Result<i32> {
         freeze: a.freeze,
         knobs: None,
         hooks: hooks(&a.hook)?,
+        luks_keys: luks_keys(&a.luks_key_file)?,
     };
     if a.continuous {
         return live::continuous(&a, o);
