@@ -406,6 +406,8 @@ fn convert(
     let (stack, parts) =
         log.step("rescan", Class::Essential, || scan(m, disks, &unlock))?.context("rescan")?;
     let root = parts.iter().find(|p| is_root(p)).context("root filesystem vanished after repartitioning")?;
+    // Named again: a LUKS root now has crypttab's name.
+    rep.root = root.dev.display().to_string();
     let map = device_map(&parts);
     let grown = grown_part.and_then(|(d, n)| parts.iter().find(|p| (p.disk, p.number) == (d, n)));
     let grown_offline = match grown.filter(|p| m.grow_ext_offline() && p.fstype.is_some_and(|f| f.is_ext())) {

@@ -53,6 +53,13 @@ impl Mounted {
     }
     fn unmount(&mut self) {
         self.active = false;
+        // A just-finished resize can hold the mount busy for a moment.
+        for _ in 0..40 {
+            match umount(&self.dir) {
+                Err(nix::errno::Errno::EBUSY) => std::thread::sleep(std::time::Duration::from_millis(50)),
+                r => return r.unwrap(),
+            }
+        }
         umount(&self.dir).unwrap();
     }
 }

@@ -159,6 +159,18 @@ fn chain(sys: &Sys, name: &str) -> BTreeSet<String> {
     out
 }
 
+/// `ferry send --luks-key-file` was given: an encrypted system is opened in the appliance with
+/// it (a wrong key still stops the conversion before it changes anything).
+pub fn with_luks_keys(items: &mut [Item]) {
+    for i in items.iter_mut().filter(|i| i.id == "storage-luks" && i.level == Level::Critical) {
+        i.level = Level::Ok;
+        i.detail =
+            "the system (/ or /boot) is encrypted: the appliance opens it with the --luks-key-file key"
+                .into();
+        i.remediation.clear();
+    }
+}
+
 /// An MD array on the sources: RAID1 with version-1 superblocks is read through and started
 /// by conversion in the appliance; other levels and 0.90 superblocks are copied whole and
 /// cannot carry the system.
@@ -217,12 +229,16 @@ pub fn stack_items(sys: &Sys, mounts: &[Mount], sources: &[BTreeSet<String>]) ->
             let level = if holds_system { Level::Critical } else { Level::Warning };
             out.push(
                 Item::new("storage-luks", level, "LUKS volume", if holds_system {
-                    "the system (/ or /boot) is encrypted: conversion cannot open it (no key in the appliance)"
+                    "the system (/ or /boot) is encrypted: conversion opens it only with a key the sender gives"
                 } else {
                     "an encrypted data volume: copied whole, as is"
                 })
                 .on(name)
-                .fix(if holds_system { "not supported yet: migrate with a different tool or decrypt first" } else { "" }),
+                .fix(if holds_system {
+                    "ferry send --luks-key-file FILE (a passphrase or key file of the volume, its exact bytes; held in the appliance's memory only)"
+                } else {
+                    ""
+                }),
             );
         } else if d.starts_with("md") {
             out.push(md_item(sys, d, holds_system));

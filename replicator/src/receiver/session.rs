@@ -386,7 +386,7 @@ impl Receiver {
                     let open: Vec<String> =
                         rx.iter().zip(&ended).filter(|(_, e)| !**e).map(|(r, _)| r.name.clone()).collect();
                     ensure!(open.is_empty(), "protocol error: Finish before the end of {}", open.join(", "));
-                    if !finalize && !(hooks.is_empty() && luks_keys.is_empty()) {
+                    if !finalize && (!hooks.is_empty() || !luks_keys.is_empty()) {
                         log::warn!(
                             "receiver: {} hook(s) and {} LUKS key(s) sent with a pass that does not finalize; ignored",
                             hooks.len(),

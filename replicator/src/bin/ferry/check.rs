@@ -68,7 +68,11 @@ pub fn precheck(a: &Send, disks: &[(String, String)]) -> Result<()> {
     // A short CPU sample: this runs before every send.
     let mut h = Host::system();
     h.cpu_window = std::time::Duration::from_millis(250);
-    let rep = check::Report::new(check::source_items(&h, &paths, &srcs, &ports, &addrs));
+    let mut items = check::source_items(&h, &paths, &srcs, &ports, &addrs);
+    if !a.luks_key_file.is_empty() {
+        check::storage::with_luks_keys(&mut items);
+    }
+    let rep = check::Report::new(items);
     if a.json {
         println!("{}", serde_json::json!({"event": "check", "check": rep}));
     }

@@ -46,6 +46,14 @@ fn an_encrypted_or_raid_root_is_critical_and_order_matters() {
     let v = stack_items(&sys, &mounts, &[set(&["sdc"]), set(&["sdd"])]);
     let got = ids(&v);
     assert!(got.contains(&("storage-luks", Level::Critical, "dm-2 (data_crypt)".into())), "{got:?}");
+    // With ferry send --luks-key-file the encrypted root is opened in the appliance.
+    let mut keyed = v.clone();
+    with_luks_keys(&mut keyed);
+    assert!(
+        ids(&keyed).contains(&("storage-luks", Level::Ok, "dm-2 (data_crypt)".into())),
+        "{:?}",
+        ids(&keyed)
+    );
     // RAID1 with 1.x superblocks is converted; another level under /boot is not.
     assert!(got.contains(&("storage-md-raid", Level::Ok, "md0".into())), "{got:?}");
     t.md("md0", "raid5", "1.2");
