@@ -162,6 +162,21 @@ fn finish_before_every_disk_end_never_finalizes() {
     assert!(!called.load(Ordering::SeqCst), "conversion started on partial disks");
 }
 
+/// Each case's messages after authentication end the session with an error naming `want`.
+fn refused(c: &Case, r: &Rcv, cases: &[(Vec<Msg>, &str)]) {
+    for (msgs, want) in cases {
+        let mut s = authenticated(r.addr, &c.src);
+        for m in msgs {
+            if write_frame(&mut s, m).is_err() {
+                break;
+            }
+        }
+        let _ = s.flush();
+        let e = r.outcomes.recv_timeout(Duration::from_secs(30)).unwrap().unwrap_err();
+        assert!(e.contains(want), "{want}: {e}");
+    }
+}
+
 /// Customization hooks from the peer are bounded (count, size, names that become file names)
 /// and a bad one ends the session before any conversion.
 #[test]
@@ -179,17 +194,7 @@ fn hooks_are_bounded_and_named_safely() {
         ((0..17).map(|i| hook(&format!("h{i}"), 10)).collect(), "17 hooks"),
         (vec![hook("big", (1 << 20) + 1)], "bytes"),
     ];
-    for (msgs, want) in cases {
-        let mut s = authenticated(r.addr, &c.src);
-        for m in &msgs {
-            if write_frame(&mut s, m).is_err() {
-                break;
-            }
-        }
-        let _ = s.flush();
-        let e = r.outcomes.recv_timeout(Duration::from_secs(30)).unwrap().unwrap_err();
-        assert!(e.contains(want), "{want}: {e}");
-    }
+    refused(&c, &r, &cases);
     assert!(!called.load(Ordering::SeqCst), "conversion started after a bad hook");
 }
 
@@ -205,17 +210,7 @@ fn luks_keys_are_bounded() {
         (vec![key(0)], "a LUKS key of 0 bytes"),
         (vec![key((64 << 10) + 1)], "a LUKS key of 65537 bytes"),
     ];
-    for (msgs, want) in cases {
-        let mut s = authenticated(r.addr, &c.src);
-        for m in &msgs {
-            if write_frame(&mut s, m).is_err() {
-                break;
-            }
-        }
-        let _ = s.flush();
-        let e = r.outcomes.recv_timeout(Duration::from_secs(30)).unwrap().unwrap_err();
-        assert!(e.contains(want), "{want}: {e}");
-    }
+    refused(&c, &r, &cases);
     assert!(!called.load(Ordering::SeqCst), "conversion started after a bad key");
 }
 
